@@ -1,0 +1,342 @@
+//! Fitting every frame under the byte budget at the best quality that fits.
+//!
+//! [`Encoder::encode`] takes a captured [`Image`] and returns the bytes to publish:
+//!
+//! 1. **Passthrough.** A JPEG from the source that needs no transform and whose record fits
+//!    is published untouched: no decode, no encode (`edgecam.quality` is then estimated
+//!    from its quantisation table).
+//! 2. **Ladder.** Otherwise the frame is decoded once (for JPEG, with DCT scaling when a
+//!    smaller rung is wanted), transformed, and encoded at the rung the [`RateController`]
+//!    picks: the best rung of the ladder (quality steps, then downscales) whose record fits.
+//! 3. **Unreachable.** If even the last rung does not fit, [`EncodeError::BudgetUnreachable`]:
+//!    the pipeline drops the frame, counts it, and carries on.
+//!
+//! The budget bounds the whole Kafka record: the value may use
+//! `max_message_bytes - record::max_overhead(device)` bytes, which leaves room for the key,
+//! every header at its longest, and the record batch framing.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::config::{Codec, EncodeConfig, TransformConfig};
+use crate::frame::{Image, JpegImage, PixelFormat, RawImage};
+use crate::record;
+
+pub mod codec;
+pub mod ladder;
+pub mod transform;
+
+pub use codec::CodecError;
+pub use ladder::{FitError, LadderSpec, RateController, Rung};
+
+/// The quality a frame was published at, as written in the `edgecam.quality` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// JPEG quality 1–100 (encoded by edgecam, or estimated for a passed-through frame).
+    Jpeg(u8),
+    /// A passed-through JPEG without quantisation tables to estimate from: `unknown`.
+    Unknown,
+    /// PNG or zstd: `lossless`.
+    Lossless,
+}
+
+impl fmt::Display for Quality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quality::Jpeg(q) => write!(f, "{q}"),
+            Quality::Unknown => f.write_str("unknown"),
+            Quality::Lossless => f.write_str("lossless"),
+        }
+    }
+}
+
+/// A frame ready to publish.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The record value: a JPEG or PNG file, or zstd-compressed raw pixels.
+    pub payload: Bytes,
+    /// Codec of `payload`.
+    pub codec: Codec,
+    /// Width of the encoded image, pixels.
+    pub width: u32,
+    /// Height of the encoded image, pixels.
+    pub height: u32,
+    /// For `zstd`: layout of the raw pixels inside (`width * height * channels` bytes once
+    /// decompressed). `None` for JPEG and PNG.
+    pub pixel_format: Option<PixelFormat>,
+    /// Quality header value.
+    pub quality: Quality,
+    /// `true` when `payload` is the source's JPEG, untouched.
+    pub passthrough: bool,
+    /// Encoder calls spent on this frame (0 for passthrough).
+    pub encodes: u32,
+    /// Index of the chosen rung (0 = best); 0 for passthrough.
+    pub rung: usize,
+}
+
+impl Encoded {
+    /// MIME type for the `content-type` header.
+    pub fn content_type(&self) -> &'static str {
+        match self.codec {
+            Codec::Jpeg => "image/jpeg",
+            Codec::Png => "image/png",
+            Codec::Zstd => record::CONTENT_TYPE_RAW_ZSTD,
+        }
+    }
+}
+
+/// Why a frame could not be encoded. The frame is dropped and counted with
+/// [`EncodeError::reason`]; the agent keeps running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Even the smallest rung of the ladder is larger than the value budget.
+    #[error("budget unreachable: smallest rung is {smallest} bytes, value budget {budget} bytes")]
+    BudgetUnreachable {
+        /// Bytes of the last rung's encoding (0 when the budget leaves no room for a value).
+        smallest: usize,
+        /// Bytes available for the value.
+        budget: usize,
+        /// Encoder calls spent.
+        attempts: u32,
+    },
+    /// Decoding or encoding failed.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl EncodeError {
+    /// Drop reason for metrics and the error topic: `budget_unreachable`, `decode_error` or
+    /// `encode_error`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EncodeError::BudgetUnreachable { .. } => "budget_unreachable",
+            EncodeError::Codec(CodecError::Decode(_)) => "decode_error",
+            EncodeError::Codec(_) => "encode_error",
+        }
+    }
+
+    /// Encoder calls spent before failing.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            EncodeError::BudgetUnreachable { attempts, .. } => *attempts,
+            EncodeError::Codec(_) => 0,
+        }
+    }
+}
+
+/// Turns images into budget-fitted payloads for one device. Holds the codec handles and the
+/// rate controller's memory, so use one `Encoder` per stream, from one thread.
+pub struct Encoder {
+    encode: EncodeConfig,
+    transform: TransformConfig,
+    value_budget: usize,
+    jpeg: codec::Jpeg,
+    controller: RateController,
+    ladder_cache: Option<((u32, u32), Vec<Rung>)>,
+}
+
+impl Encoder {
+    /// An encoder for device `device_id` (its length is part of every record's overhead).
+    ///
+    /// Errors: [`CodecError`] if libjpeg-turbo cannot be initialised.
+    pub fn new(
+        device_id: &str,
+        encode: EncodeConfig,
+        transform: TransformConfig,
+    ) -> Result<Self, CodecError> {
+        let value_budget = (encode.max_message_bytes.get() as usize)
+            .saturating_sub(record::max_overhead(device_id));
+        Ok(Encoder {
+            encode,
+            transform,
+            value_budget,
+            jpeg: codec::Jpeg::new()?,
+            controller: RateController::new(),
+            ladder_cache: None,
+        })
+    }
+
+    /// Bytes available for the record value: `max_message_bytes` minus the worst-case key,
+    /// headers and framing.
+    pub fn value_budget(&self) -> usize {
+        self.value_budget
+    }
+
+    /// Replaces the settings (e.g. a config reload). The controller's memory is kept.
+    pub fn reconfigure(
+        &mut self,
+        device_id: &str,
+        encode: EncodeConfig,
+        transform: TransformConfig,
+    ) {
+        self.value_budget = (encode.max_message_bytes.get() as usize)
+            .saturating_sub(record::max_overhead(device_id));
+        self.encode = encode;
+        self.transform = transform;
+        self.ladder_cache = None;
+    }
+
+    /// Size after rotation and `max_width`/`max_height`, before any ladder downscale.
+    fn target_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let (w, h) = match self.transform.rotate_degrees {
+            90 | 270 => (height, width),
+            _ => (width, height),
+        };
+        transform::fit_within(
+            w,
+            h,
+            self.transform.max_width.map(|v| v.get()),
+            self.transform.max_height.map(|v| v.get()),
+        )
+    }
+
+    fn can_pass_through(&self, jpeg: &JpegImage) -> Option<Quality> {
+        if self.encode.codec != Codec::Jpeg
+            || !self.encode.passthrough
+            || self.transform.rotate_degrees % 360 != 0
+            || self.target_size(jpeg.width, jpeg.height) != (jpeg.width, jpeg.height)
+            || jpeg.data.len() > self.value_budget
+        {
+            return None;
+        }
+        let header = crate::jpeg::header(&jpeg.data).ok()?;
+        if self.transform.grayscale && header.components != 1 {
+            return None;
+        }
+        Some(header.quality.map_or(Quality::Unknown, Quality::Jpeg))
+    }
+
+    /// Fits `image` under the budget. See the module docs for the steps.
+    ///
+    /// Errors: [`EncodeError::BudgetUnreachable`] when no rung fits,
+    /// [`EncodeError::Codec`] when the source JPEG is corrupt or an encoder fails.
+    pub fn encode(&mut self, image: &Image) -> Result<Encoded, EncodeError> {
+        if let Image::Jpeg(j) = image {
+            if let Some(quality) = self.can_pass_through(j) {
+                return Ok(Encoded {
+                    payload: j.data.clone(),
+                    codec: Codec::Jpeg,
+                    width: j.width,
+                    height: j.height,
+                    pixel_format: None,
+                    quality,
+                    passthrough: true,
+                    encodes: 0,
+                    rung: 0,
+                });
+            }
+        }
+        let (tw, th) = self.target_size(image.width(), image.height());
+        let rungs = match &self.ladder_cache {
+            Some((dims, rungs)) if *dims == (tw, th) => rungs.clone(),
+            _ => {
+                let spec = LadderSpec {
+                    quality_max: (self.encode.codec == Codec::Jpeg)
+                        .then_some(self.encode.quality_max),
+                    quality_min: self.encode.quality_min,
+                    quality_step: self.encode.quality_step.get().min(100) as u8,
+                    downscale_percent: self.encode.downscale_percent,
+                    min_side_px: self.encode.min_side_px.get(),
+                };
+                let rungs = ladder::ladder(&spec, tw, th);
+                self.ladder_cache = Some(((tw, th), rungs.clone()));
+                rungs
+            }
+        };
+        let format = if self.transform.grayscale {
+            PixelFormat::Gray8
+        } else {
+            match image {
+                Image::Raw(r) => r.format,
+                Image::Jpeg(_) => PixelFormat::Rgb8,
+            }
+        };
+        let rotate = self.transform.rotate_degrees;
+        let codec = self.encode.codec;
+        let zstd_level = self.encode.zstd_level;
+        let budget = self.value_budget;
+        let jpeg = &mut self.jpeg;
+        // Prepared pixels per output size: the quality rungs share one.
+        let mut prepared: HashMap<(u32, u32), RawImage> = HashMap::new();
+        let mut encode_rung = |i: usize| -> Result<(Vec<u8>, usize), CodecError> {
+            let rung = rungs[i];
+            let key = (rung.width, rung.height);
+            let img = match prepared.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(prepare(
+                    jpeg,
+                    image,
+                    format,
+                    rotate,
+                    rung.width,
+                    rung.height,
+                )?),
+            };
+            let out = match codec {
+                Codec::Jpeg => jpeg.encode(img, rung.quality.unwrap_or(75))?,
+                Codec::Png => codec::encode_png(img)?,
+                Codec::Zstd => codec::encode_zstd(img, zstd_level)?,
+            };
+            let len = out.len();
+            Ok((out, len))
+        };
+        match self.controller.fit(rungs.len(), budget, &mut encode_rung) {
+            Ok(f) => {
+                let rung = rungs[f.rung];
+                Ok(Encoded {
+                    payload: Bytes::from(f.output),
+                    codec,
+                    width: rung.width,
+                    height: rung.height,
+                    pixel_format: (codec == Codec::Zstd).then_some(format),
+                    quality: rung.quality.map_or(Quality::Lossless, Quality::Jpeg),
+                    passthrough: false,
+                    encodes: f.attempts,
+                    rung: f.rung,
+                })
+            }
+            Err(FitError::BudgetUnreachable { smallest, attempts }) => {
+                Err(EncodeError::BudgetUnreachable {
+                    smallest,
+                    budget,
+                    attempts,
+                })
+            }
+            Err(FitError::Encoder(e)) => Err(e.into()),
+        }
+    }
+}
+
+/// Produces `image` as `format` pixels, rotated by `rotate` degrees and resized to exactly
+/// `width`×`height` (the output orientation).
+fn prepare(
+    jpeg: &mut codec::Jpeg,
+    image: &Image,
+    format: PixelFormat,
+    rotate: u16,
+    width: u32,
+    height: u32,
+) -> Result<RawImage, CodecError> {
+    // Size needed before rotation.
+    let (pw, ph) = match rotate {
+        90 | 270 => (height, width),
+        _ => (width, height),
+    };
+    let raw = match image {
+        Image::Jpeg(j) => jpeg.decode(&j.data, format, pw, ph)?,
+        Image::Raw(r) => {
+            let r = r.clone();
+            if format == PixelFormat::Gray8 {
+                transform::grayscale(r)
+            } else {
+                r
+            }
+        }
+    };
+    // Shrink before rotating: less to move.
+    let raw = transform::resize(raw, pw, ph);
+    Ok(transform::rotate(raw, rotate))
+}

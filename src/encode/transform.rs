@@ -1,0 +1,161 @@
+//! Pixel transforms before encoding: rotate, fit inside a maximum size, grayscale, and the
+//! resize used by the ladder's downscale rungs.
+
+use image::imageops::{self, FilterType};
+use image::{ImageBuffer, Luma, Rgb};
+
+use crate::frame::{PixelFormat, RawImage};
+
+/// Converts RGB8 to Gray8 with ITU-R BT.601 luma weights (integer, rounded). Gray8 is
+/// returned unchanged.
+pub fn grayscale(img: RawImage) -> RawImage {
+    if img.format == PixelFormat::Gray8 {
+        return img;
+    }
+    let data: Vec<u8> = img
+        .data
+        .chunks_exact(3)
+        .map(|p| {
+            ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 32768) >> 16) as u8
+        })
+        .collect();
+    RawImage {
+        width: img.width,
+        height: img.height,
+        format: PixelFormat::Gray8,
+        data,
+    }
+}
+
+macro_rules! with_buffer {
+    ($img:expr, |$buf:ident| $body:expr) => {{
+        let img = $img;
+        let (w, h) = (img.width, img.height);
+        match img.format {
+            PixelFormat::Rgb8 => {
+                let $buf = ImageBuffer::<Rgb<u8>, Vec<u8>>::from_raw(w, h, img.data)
+                    .expect("RawImage length invariant");
+                let out = $body;
+                RawImage {
+                    width: out.width(),
+                    height: out.height(),
+                    format: PixelFormat::Rgb8,
+                    data: out.into_raw(),
+                }
+            }
+            PixelFormat::Gray8 => {
+                let $buf = ImageBuffer::<Luma<u8>, Vec<u8>>::from_raw(w, h, img.data)
+                    .expect("RawImage length invariant");
+                let out = $body;
+                RawImage {
+                    width: out.width(),
+                    height: out.height(),
+                    format: PixelFormat::Gray8,
+                    data: out.into_raw(),
+                }
+            }
+        }
+    }};
+}
+
+/// Rotates clockwise by `degrees` (0, 90, 180 or 270; anything else is treated as 0).
+/// 90 and 270 swap width and height.
+pub fn rotate(img: RawImage, degrees: u16) -> RawImage {
+    match degrees {
+        90 => with_buffer!(img, |b| imageops::rotate90(&b)),
+        180 => with_buffer!(img, |b| {
+            let mut b = b;
+            imageops::rotate180_in_place(&mut b);
+            b
+        }),
+        270 => with_buffer!(img, |b| imageops::rotate270(&b)),
+        _ => img,
+    }
+}
+
+/// Largest size with the aspect ratio of `width`×`height` that fits inside
+/// `max_width`×`max_height` (`None` = no limit). Never upscales; each side ≥ 1.
+pub fn fit_within(
+    width: u32,
+    height: u32,
+    max_width: Option<u32>,
+    max_height: Option<u32>,
+) -> (u32, u32) {
+    let sw = max_width.map_or(1.0, |m| (m as f64 / width as f64).min(1.0));
+    let sh = max_height.map_or(1.0, |m| (m as f64 / height as f64).min(1.0));
+    let s = sw.min(sh);
+    if s >= 1.0 {
+        return (width, height);
+    }
+    (
+        ((width as f64 * s).round() as u32).clamp(1, width),
+        ((height as f64 * s).round() as u32).clamp(1, height),
+    )
+}
+
+/// Resizes to exactly `width`×`height` with a triangle (bilinear) filter; returns `img`
+/// unchanged when it already has that size.
+pub fn resize(img: RawImage, width: u32, height: u32) -> RawImage {
+    if (img.width, img.height) == (width, height) {
+        return img;
+    }
+    with_buffer!(img, |b| imageops::resize(
+        &b,
+        width,
+        height,
+        FilterType::Triangle
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rgb(w: u32, h: u32) -> RawImage {
+        let data = (0..w * h * 3).map(|i| (i % 256) as u8).collect();
+        RawImage::new(w, h, PixelFormat::Rgb8, data).unwrap()
+    }
+
+    #[test]
+    fn rotate_moves_pixels_clockwise() {
+        // 2x1 image: red | blue. Rotated 90° clockwise: 1x2, red on top.
+        let img = RawImage::new(2, 1, PixelFormat::Rgb8, vec![255, 0, 0, 0, 0, 255]).unwrap();
+        let r = rotate(img.clone(), 90);
+        assert_eq!((r.width, r.height), (1, 2));
+        assert_eq!(r.data, vec![255, 0, 0, 0, 0, 255]);
+        let r = rotate(img.clone(), 180);
+        assert_eq!(r.data, vec![0, 0, 255, 255, 0, 0]);
+        let r = rotate(img.clone(), 270);
+        assert_eq!((r.width, r.height), (1, 2));
+        assert_eq!(r.data, vec![0, 0, 255, 255, 0, 0]);
+        assert_eq!(rotate(img.clone(), 0), img);
+    }
+
+    #[test]
+    fn grayscale_uses_bt601_weights() {
+        let img = RawImage::new(
+            3,
+            1,
+            PixelFormat::Rgb8,
+            vec![255, 0, 0, 0, 255, 0, 255, 255, 255],
+        )
+        .unwrap();
+        let g = grayscale(img);
+        assert_eq!(g.format, PixelFormat::Gray8);
+        assert_eq!(g.data, vec![76, 150, 255]);
+    }
+
+    #[test]
+    fn fit_within_keeps_aspect_and_never_upscales() {
+        assert_eq!(fit_within(1920, 1080, Some(1280), None), (1280, 720));
+        assert_eq!(fit_within(1920, 1080, Some(1280), Some(500)), (889, 500));
+        assert_eq!(fit_within(640, 480, Some(1280), Some(720)), (640, 480));
+        assert_eq!(fit_within(640, 480, None, None), (640, 480));
+    }
+
+    #[test]
+    fn resize_gives_requested_size() {
+        let r = resize(rgb(64, 48), 16, 12);
+        assert_eq!((r.width, r.height, r.data.len()), (16, 12, 16 * 12 * 3));
+    }
+}

@@ -1,0 +1,23 @@
+//! # edgecam
+//!
+//! An edge agent for cameras: capture frames (V4L2, MJPEG streams, image directories, a test
+//! pattern), fit every frame under a byte budget at the best quality that fits, and publish
+//! it to Kafka with delivery guarantees.
+//!
+//! The data path, one module each:
+//! [`source`] → [`pipeline`] (bounded queue, overflow policy) → [`encode`] (transforms,
+//! budget controller, codecs) → [`sink`] (Kafka producer, delivery reports).
+//! [`config`] resolves and validates one TOML file per device before anything opens.
+
+pub mod config;
+pub mod consume;
+pub mod demo;
+pub mod encode;
+pub mod frame;
+pub mod jpeg;
+pub mod metrics;
+pub mod pipeline;
+pub mod queue;
+pub mod record;
+pub mod sink;
+pub mod source;

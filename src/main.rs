@@ -1,0 +1,245 @@
+//! The `edgecam` command: parses arguments, loads config, maps errors to exit codes.
+//! Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use edgecam::config::{self, Codec};
+
+/// Exit code for a bad configuration or command line (`EX_USAGE` from sysexits.h).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "edgecam",
+    version,
+    about = "Camera frames in, budget-fitted frames into Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CodecArg {
+    Jpeg,
+    Png,
+    Zstd,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent with a config file until the source ends or SIGINT/SIGTERM.
+    Run {
+        /// One TOML file per device, e.g. /etc/edgecam/front-door.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the resolved configuration, or exit 64 naming the bad key.
+    CheckConfig {
+        /// The TOML file to check.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write frames from a Kafka topic to <output-dir>/<device>/<seq>.<ext> (at least once).
+    Consume {
+        /// Kafka bootstrap servers, host:port[,host:port…].
+        #[arg(long)]
+        bootstrap_servers: String,
+        /// Topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Consumer group; offsets are committed after each file is written.
+        #[arg(long)]
+        group_id: String,
+        /// Folder for the frames.
+        #[arg(long)]
+        output_dir: PathBuf,
+        /// Where a new consumer group starts.
+        #[arg(long, value_enum, default_value = "latest")]
+        auto_offset_reset: OffsetReset,
+        /// Stop after this many frames.
+        #[arg(long)]
+        max_frames: Option<u64>,
+        /// Stop after this many milliseconds without a record.
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+    },
+    /// Publish real footage through an in-process mock Kafka cluster and read it back.
+    Demo {
+        /// Folder for the consumed frames.
+        #[arg(long, default_value = "demo-out")]
+        output_dir: PathBuf,
+        /// MJPEG file to publish (looped).
+        #[arg(long, default_value = "tests/fixtures/vtest-10.mjpeg")]
+        input: PathBuf,
+        /// Frames to publish.
+        #[arg(long, default_value_t = 100)]
+        frames: u64,
+        /// Byte budget per Kafka record.
+        #[arg(long, default_value_t = config::DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: u32,
+        /// Output codec.
+        #[arg(long, value_enum, default_value = "jpeg")]
+        codec: CodecArg,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // journald timestamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path, std::env::vars()).map_err(|e| {
+        eprintln!("edgecam: invalid configuration {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            print!(
+                "{}",
+                toml::to_string_pretty(&cfg).context("printing config")?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            // Validate before opening any device or connection.
+            let cfg = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
+            let metrics = Arc::new(edgecam::metrics::Metrics::default());
+            let device = cfg.device.id.clone();
+            let report = edgecam::pipeline::run(cfg, shutdown, metrics.clone())
+                .await
+                .with_context(|| format!("device {device}"))?;
+            eprintln!("{}", metrics.summary(report.elapsed.as_secs_f64()));
+            Ok(if report.sink.undelivered > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Consume {
+            bootstrap_servers,
+            topic,
+            group_id,
+            output_dir,
+            auto_offset_reset,
+            max_frames,
+            idle_timeout_ms,
+        } => {
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
+            let opts = edgecam::consume::ConsumeOptions {
+                bootstrap_servers,
+                topic,
+                group_id,
+                output_dir,
+                auto_offset_reset: match auto_offset_reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                }
+                .into(),
+                max_frames,
+                idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let r = edgecam::consume::consume(&opts, shutdown).await?;
+            eprintln!(
+                "consumed {} frames ({} bytes, {} skipped) into {}",
+                r.frames,
+                r.bytes,
+                r.skipped,
+                opts.output_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            output_dir,
+            input,
+            frames,
+            max_message_bytes,
+            codec,
+        } => {
+            let opts = edgecam::demo::DemoOptions {
+                input,
+                frames,
+                max_message_bytes,
+                codec: match codec {
+                    CodecArg::Jpeg => Codec::Jpeg,
+                    CodecArg::Png => Codec::Png,
+                    CodecArg::Zstd => Codec::Zstd,
+                },
+                output_dir,
+            };
+            let summary = edgecam::demo::demo(&opts).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgecam: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edgecam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Counters and gauges of one agent, shared by every stage. Lock-free where it is hot.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Why a frame was not published. Every drop is counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// The queue before the encoder was full; the oldest waiting frame made room
+    /// (`pipeline.overflow = "drop_oldest"`).
+    QueueFullOldest,
+    /// The queue was full; the new frame was refused (`pipeline.overflow = "drop_newest"`).
+    QueueFullNewest,
+    /// The source delivered a frame it could not read (corrupt JPEG, unreadable file).
+    BadFrame,
+    /// No rung of the ladder fits the budget.
+    BudgetUnreachable,
+    /// The source JPEG could not be decoded for re-encoding.
+    DecodeError,
+    /// An encoder failed.
+    EncodeError,
+    /// Kafka refused the record permanently (e.g. `MSG_SIZE_TOO_LARGE`, authorisation).
+    DeliveryRejected,
+    /// Still undelivered when the shutdown grace period ran out.
+    UndeliveredAtShutdown,
+}
+
+impl DropReason {
+    /// Name in logs, summaries and the error topic's `reason` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFullOldest => "queue_full_oldest",
+            DropReason::QueueFullNewest => "queue_full_newest",
+            DropReason::BadFrame => "bad_frame",
+            DropReason::BudgetUnreachable => "budget_unreachable",
+            DropReason::DecodeError => "decode_error",
+            DropReason::EncodeError => "encode_error",
+            DropReason::DeliveryRejected => "delivery_rejected",
+            DropReason::UndeliveredAtShutdown => "undelivered_at_shutdown",
+        }
+    }
+
+    /// From an [`EncodeError::reason`](crate::encode::EncodeError::reason) string.
+    pub fn from_encode_reason(reason: &str) -> Self {
+        match reason {
+            "budget_unreachable" => DropReason::BudgetUnreachable,
+            "decode_error" => DropReason::DecodeError,
+            _ => DropReason::EncodeError,
+        }
+    }
+}
+
+/// The agent's counters. All counts are frames unless the name says bytes or ms.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Frames the source delivered (accepted into the pipeline or dropped at the queue).
+    pub captured: AtomicU64,
+    /// Frames that entered the queue before the encoder.
+    pub accepted: AtomicU64,
+    /// Frames encoded (or passed through) and handed to the sink.
+    pub encoded: AtomicU64,
+    /// Frames published untouched.
+    pub passthrough: AtomicU64,
+    /// Encoder calls, summed over frames (`encodes / encoded` = encodes per frame).
+    pub encodes: AtomicU64,
+    /// Frames whose delivery report said "delivered".
+    pub delivered: AtomicU64,
+    /// Record bytes (value + key + headers + framing) delivered.
+    pub delivered_bytes: AtomicU64,
+    /// Largest delivered record, bytes.
+    pub max_record_bytes: AtomicU64,
+    /// Deliveries that failed and were sent again.
+    pub delivery_retries: AtomicU64,
+    /// Capture-to-delivery latency, summed over delivered frames, microseconds.
+    pub latency_us_sum: AtomicU64,
+    /// Largest capture-to-delivery latency, microseconds.
+    pub latency_us_max: AtomicU64,
+    /// Records sent to the error topic.
+    pub error_records: AtomicU64,
+    dropped: Mutex<BTreeMap<DropReason, u64>>,
+    quality: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Counts one dropped frame.
+    pub fn drop_frame(&self, reason: DropReason) {
+        *self.dropped.lock().unwrap().entry(reason).or_default() += 1;
+    }
+
+    /// Counts `n` dropped frames.
+    pub fn drop_frames(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            *self.dropped.lock().unwrap().entry(reason).or_default() += n;
+        }
+    }
+
+    /// Drops so far, by reason.
+    pub fn dropped(&self) -> BTreeMap<DropReason, u64> {
+        self.dropped.lock().unwrap().clone()
+    }
+
+    /// Total drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.lock().unwrap().values().sum()
+    }
+
+    /// Counts one published frame at `quality` (the `edgecam.quality` header value).
+    pub fn record_quality(&self, quality: &str) {
+        *self
+            .quality
+            .lock()
+            .unwrap()
+            .entry(quality.to_string())
+            .or_default() += 1;
+    }
+
+    /// Frames by quality header value.
+    pub fn qualities(&self) -> BTreeMap<String, u64> {
+        self.quality.lock().unwrap().clone()
+    }
+
+    /// Records a delivery of a `bytes`-byte record, `latency_us` after capture.
+    pub fn delivered(&self, bytes: u64, latency_us: u64) {
+        self.delivered.fetch_add(1, Relaxed);
+        self.delivered_bytes.fetch_add(bytes, Relaxed);
+        self.max_record_bytes.fetch_max(bytes, Relaxed);
+        self.latency_us_sum.fetch_add(latency_us, Relaxed);
+        self.latency_us_max.fetch_max(latency_us, Relaxed);
+    }
+
+    /// A plain-text multi-line summary, for the end of `run` and `demo`.
+    pub fn summary(&self, elapsed_secs: f64) -> String {
+        let delivered = self.delivered.load(Relaxed);
+        let encoded = self.encoded.load(Relaxed);
+        let bytes = self.delivered_bytes.load(Relaxed);
+        let mut s = String::new();
+        use std::fmt::Write;
+        let _ = writeln!(
+            s,
+            "frames: captured {} accepted {} encoded {} (passthrough {}) delivered {} dropped {}",
+            self.captured.load(Relaxed),
+            self.accepted.load(Relaxed),
+            encoded,
+            self.passthrough.load(Relaxed),
+            delivered,
+            self.dropped_total()
+        );
+        for (reason, n) in self.dropped() {
+            let _ = writeln!(s, "  dropped {}: {}", reason.as_str(), n);
+        }
+        let _ = writeln!(
+            s,
+            "bytes: {} delivered, mean record {} B, max record {} B",
+            bytes,
+            bytes.checked_div(delivered).unwrap_or(0),
+            self.max_record_bytes.load(Relaxed)
+        );
+        let reencoded = encoded.saturating_sub(self.passthrough.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "encodes: {} total, {:.2} per re-encoded frame, {:.2} per frame",
+            self.encodes.load(Relaxed),
+            if reencoded > 0 {
+                self.encodes.load(Relaxed) as f64 / reencoded as f64
+            } else {
+                0.0
+            },
+            if encoded > 0 {
+                self.encodes.load(Relaxed) as f64 / encoded as f64
+            } else {
+                0.0
+            },
+        );
+        let q: Vec<String> = self
+            .qualities()
+            .into_iter()
+            .map(|(q, n)| format!("{q}: {n}"))
+            .collect();
+        let _ = writeln!(s, "quality chosen: {}", q.join(", "));
+        let _ = writeln!(
+            s,
+            "latency capture->delivered: mean {:.1} ms, max {:.1} ms",
+            if delivered > 0 {
+                self.latency_us_sum.load(Relaxed) as f64 / delivered as f64 / 1000.0
+            } else {
+                0.0
+            },
+            self.latency_us_max.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = write!(
+            s,
+            "throughput: {:.1} frames/s delivered over {:.2} s",
+            if elapsed_secs > 0.0 {
+                delivered as f64 / elapsed_secs
+            } else {
+                0.0
+            },
+            elapsed_secs
+        );
+        s
+    }
+}

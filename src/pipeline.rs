@@ -1,0 +1,300 @@
+//! Wiring one agent: source thread → bounded queue → encoder thread → Kafka sink task.
+//!
+//! Shutdown has one path: cancelling the root [`CancellationToken`] (SIGINT/SIGTERM, or the
+//! source ending) stops the *source* only. The queue is closed, the encoder drains what was
+//! accepted, its channel closes, and the sink waits for delivery reports within the grace
+//! period. Every stage ends because its input ended.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::encode::Encoder;
+use crate::frame::Frame;
+use crate::metrics::{DropReason, Metrics};
+use crate::queue::{FrameQueue, Push};
+use crate::record::FrameRecord;
+use crate::sink::kafka::{ensure_topics, producer_config, KafkaSink, KafkaSinkError, SinkReport};
+use crate::sink::{Destination, Outgoing};
+use crate::source::{self, Source, SourceError};
+
+/// Why an agent could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The source could not be opened (and is not a camera worth waiting for).
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    /// The Kafka producer could not be created or the topic not ensured.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
+    /// libjpeg-turbo could not be initialised.
+    #[error("encoder: {0}")]
+    Encoder(#[from] crate::encode::CodecError),
+}
+
+/// The outcome of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// What the sink delivered and left.
+    pub sink: SinkReport,
+    /// Wall-clock duration of the run.
+    pub elapsed: Duration,
+}
+
+/// Capacity of the channel between the encoder and the sink: encoded frames waiting for the
+/// producer. Small, so backpressure reaches the frame queue (and its overflow policy) fast.
+const ENCODED_CHANNEL: usize = 4;
+
+/// Opens the source, retrying a missing camera with exponential backoff (1 s … 30 s) until it
+/// appears or `shutdown` is cancelled. Other open errors are returned at once.
+fn open_source(
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<Box<dyn Source>>, SourceError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match source::open(&cfg.source) {
+            Ok(s) => return Ok(Some(s)),
+            Err(e @ SourceError::NoSuchDevice(_))
+                if cfg.source.kind == crate::config::SourceKind::Camera =>
+            {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "camera not available; retrying");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if shutdown.is_cancelled() {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The source loop, on its own thread: numbers frames and pushes them into `queue` until the
+/// source ends, `max_frames` are accepted, or `shutdown` is cancelled. Closes `queue`.
+fn source_loop(
+    mut src: Box<dyn Source>,
+    queue: &FrameQueue<Frame>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    max_frames: u64,
+) {
+    let mut seq = 0u64;
+    while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
+        match src.next_frame() {
+            Ok(Some(c)) => {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                metrics.captured.fetch_add(1, Relaxed);
+                let frame = Frame {
+                    seq,
+                    frame_id: uuid::Uuid::now_v7().to_string(),
+                    captured_at: c.captured_at,
+                    image: c.image,
+                };
+                seq += 1;
+                match queue.push(frame) {
+                    Push::Accepted => {
+                        metrics.accepted.fetch_add(1, Relaxed);
+                    }
+                    Push::DroppedOldest(old) => {
+                        metrics.accepted.fetch_add(1, Relaxed);
+                        metrics.drop_frame(DropReason::QueueFullOldest);
+                        tracing::debug!(seq = old.seq, "queue full: dropped oldest frame");
+                    }
+                    Push::DroppedNewest(f) => {
+                        metrics.drop_frame(DropReason::QueueFullNewest);
+                        tracing::debug!(seq = f.seq, "queue full: dropped new frame");
+                    }
+                    Push::Closed(_) => break,
+                }
+            }
+            Ok(None) => {
+                tracing::info!("source ended");
+                break;
+            }
+            Err(e) if e.is_frame_error() => {
+                metrics.captured.fetch_add(1, Relaxed);
+                metrics.drop_frame(DropReason::BadFrame);
+                tracing::warn!(error = %e, "bad frame skipped");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, source = src.describe(), "source failed");
+                break;
+            }
+        }
+    }
+    queue.close();
+}
+
+/// A small JSON report for the error topic.
+fn error_record(device: &str, frame: &Frame, reason: &str, detail: &str) -> FrameRecord {
+    let body = serde_json::json!({
+        "device": device,
+        "seq": frame.seq,
+        "frame_id": frame.frame_id,
+        "captured_at": humantime::format_rfc3339_micros(frame.captured_at).to_string(),
+        "width": frame.image.width(),
+        "height": frame.image.height(),
+        "reason": reason,
+        "detail": detail,
+    });
+    FrameRecord {
+        key: device.to_string(),
+        headers: vec![
+            (crate::record::header::DEVICE, device.to_string()),
+            (crate::record::header::SEQ, frame.seq.to_string()),
+            (crate::record::header::FRAME_ID, frame.frame_id.clone()),
+            (
+                crate::record::header::CONTENT_TYPE,
+                "application/json".to_string(),
+            ),
+            ("edgecam.reason", reason.to_string()),
+        ],
+        value: bytes::Bytes::from(body.to_string()),
+    }
+}
+
+/// The encoder loop, on its own thread: pops frames, fits them under the budget, sends
+/// records to the sink. Ends when the queue is closed and drained.
+fn encode_loop(
+    cfg: &Config,
+    mut encoder: Encoder,
+    queue: &FrameQueue<Frame>,
+    tx: mpsc::Sender<Outgoing>,
+    metrics: &Metrics,
+) {
+    let device = cfg.device.id.as_str();
+    let max = cfg.encode.max_message_bytes.get() as usize;
+    while let Some(frame) = queue.pop() {
+        let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
+        let out = match encoder.encode(&frame.image) {
+            Ok(enc) => {
+                metrics.encodes.fetch_add(enc.encodes as u64, Relaxed);
+                let record = FrameRecord::new(device, &frame, &enc);
+                let size = record.wire_size();
+                if size > max {
+                    // The overhead bound makes this unreachable; never publish over budget.
+                    tracing::error!(size, max, "record over budget after encoding; dropped");
+                    metrics.drop_frame(DropReason::BudgetUnreachable);
+                    continue;
+                }
+                metrics.encoded.fetch_add(1, Relaxed);
+                if enc.passthrough {
+                    metrics.passthrough.fetch_add(1, Relaxed);
+                }
+                Outgoing {
+                    destination: Destination::Frames,
+                    record,
+                    captured_at: frame.captured_at,
+                }
+            }
+            Err(e) => {
+                metrics.encodes.fetch_add(e.attempts() as u64, Relaxed);
+                metrics.drop_frame(DropReason::from_encode_reason(e.reason()));
+                tracing::warn!(error = %e, seq = frame.seq, "frame dropped");
+                if cfg.kafka.error_topic.is_none() {
+                    continue;
+                }
+                Outgoing {
+                    destination: Destination::Errors,
+                    record: error_record(device, &frame, e.reason(), &e.to_string()),
+                    captured_at: frame.captured_at,
+                }
+            }
+        };
+        if tx.blocking_send(out).is_err() {
+            // The sink is gone (grace period over): nothing more can be delivered.
+            break;
+        }
+    }
+}
+
+/// Runs one agent until its source ends or `shutdown` is cancelled, then drains and flushes
+/// within `pipeline.shutdown_grace_ms`.
+///
+/// Errors: [`RunError`] only for start-up failures (source cannot open, producer cannot be
+/// created, topic cannot be created). Failures on single frames are counted in `metrics`.
+pub async fn run(
+    cfg: Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let max_bytes = cfg.encode.max_message_bytes.get();
+    if let Some(p) = cfg.kafka.create_topic_partitions {
+        let mut topics = vec![cfg.kafka.topic.as_str()];
+        if let Some(t) = &cfg.kafka.error_topic {
+            topics.push(t);
+        }
+        ensure_topics(
+            &producer_config(&cfg.kafka, max_bytes),
+            &topics,
+            p.get() as i32,
+            cfg.kafka.create_topic_replication.get() as i32,
+        )
+        .await?;
+    }
+    let sink = KafkaSink::new(&cfg.kafka, max_bytes, metrics.clone())?;
+    let encoder = Encoder::new(&cfg.device.id, cfg.encode.clone(), cfg.transform.clone())?;
+
+    let src = {
+        let cfg = cfg.clone();
+        let shutdown = shutdown.clone();
+        tokio::task::spawn_blocking(move || open_source(&cfg, &shutdown))
+            .await
+            .expect("open_source does not panic")?
+    };
+    let Some(src) = src else {
+        return Ok(RunReport {
+            sink: SinkReport::default(),
+            elapsed: started.elapsed(),
+        });
+    };
+    tracing::info!(source = src.describe(), topic = cfg.kafka.topic, "running");
+
+    let queue = Arc::new(FrameQueue::new(
+        cfg.pipeline.queue_frames.get(),
+        cfg.pipeline.overflow,
+    ));
+    let (tx, rx) = mpsc::channel(ENCODED_CHANNEL);
+    let source_thread = {
+        let (queue, metrics, shutdown) = (queue.clone(), metrics.clone(), shutdown.clone());
+        let max_frames = cfg.source.max_frames;
+        std::thread::Builder::new()
+            .name("edgecam-source".into())
+            .spawn(move || source_loop(src, &queue, &metrics, &shutdown, max_frames))
+            .expect("spawn source thread")
+    };
+    let encoder_thread = {
+        let (queue, metrics, cfg) = (queue.clone(), metrics.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("edgecam-encode".into())
+            .spawn(move || encode_loop(&cfg, encoder, &queue, tx, &metrics))
+            .expect("spawn encoder thread")
+    };
+    let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
+    let report = sink.run(rx, shutdown.clone(), grace).await;
+    // The sink returns once the encoder closed its channel or the grace period ended.
+    queue.close();
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = encoder_thread.join();
+    })
+    .await;
+    // The source thread may be blocked in a read (a silent pipe); it ends at its next frame
+    // and holds nothing that needs flushing, so it is not waited for.
+    drop(source_thread);
+    Ok(RunReport {
+        sink: report,
+        elapsed: started.elapsed(),
+    })
+}
