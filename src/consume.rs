@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +39,24 @@ pub struct ConsumeOptions {
     pub idle_timeout: Option<Duration>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Set to `true` once the consumer group has assigned partitions to this consumer
+    /// (a producer started after that cannot outrun it).
+    pub assigned: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Tells [`ConsumeOptions::assigned`] when partitions are assigned.
+struct Context {
+    assigned: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(_), Some(tx)) = (rebalance, &self.assigned) {
+            let _ = tx.send(true);
+        }
+    }
 }
 
 /// Why consuming failed.
@@ -130,7 +152,7 @@ pub async fn consume(
     opts: &ConsumeOptions,
     shutdown: CancellationToken,
 ) -> Result<ConsumeReport, ConsumeError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: StreamConsumer<Context> = ClientConfig::new()
         .set("bootstrap.servers", &opts.bootstrap_servers)
         .set("group.id", &opts.group_id)
         .set("auto.offset.reset", &opts.auto_offset_reset)
@@ -138,7 +160,9 @@ pub async fn consume(
         // Offsets are stored by us, after the file is on disk.
         .set("enable.auto.offset.store", "false")
         .set("fetch.message.max.bytes", "10485760")
-        .create()?;
+        .create_with_context(Context {
+            assigned: opts.assigned.clone(),
+        })?;
     consumer.subscribe(&[&opts.topic])?;
     let bar = if opts.progress {
         let b = indicatif::ProgressBar::new(opts.max_frames.unwrap_or(0));
@@ -209,8 +233,11 @@ pub async fn consume(
     bar.finish_and_clear();
     // Commit what was stored; harmless when nothing was.
     if report.frames + report.skipped > 0 {
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "final offset commit failed");
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            // Auto-commit already committed everything stored.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+            Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+            Ok(()) => {}
         }
     }
     Ok(report)

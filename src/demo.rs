@@ -22,6 +22,9 @@ pub struct DemoOptions {
     pub input: PathBuf,
     /// Frames to publish.
     pub frames: u64,
+    /// Source pace, frames per second (0 = as fast as possible). The mock cluster keeps at
+    /// most 5 MB per partition, so an unpaced run of large frames can outrun the reader.
+    pub fps: f64,
     /// `encode.max_message_bytes`.
     pub max_message_bytes: u32,
     /// `encode.codec`.
@@ -62,7 +65,7 @@ pub enum DemoError {
 pub async fn demo(opts: &DemoOptions) -> Result<String, DemoError> {
     let cluster = MockCluster::new(3)?;
     let topic = "edgecam.demo";
-    cluster.create_topic(topic, 1, 1)?;
+    cluster.create_topic(topic, 3, 1)?;
     let bootstrap = cluster.bootstrap_servers();
     let toml = format!(
         r#"
@@ -71,7 +74,7 @@ id = "demo-cam"
 [source]
 kind = "mjpeg"
 path = {path}
-fps = 0
+fps = {fps}
 loop = true
 max_frames = {frames}
 [encode]
@@ -85,28 +88,44 @@ topic = "{topic}"
 "#,
         path = toml::Value::String(opts.input.display().to_string()),
         frames = opts.frames,
+        fps = opts.fps,
         codec = opts.codec.as_str(),
         budget = opts.max_message_bytes,
     );
     let cfg = crate::config::load_str(&toml, std::iter::empty())?;
     let metrics = Arc::new(Metrics::default());
+
+    // Read back while publishing, as a live viewer would: the mock cluster keeps only 5 MB
+    // per partition. Publishing starts once the consumer group has assigned the partitions.
+    let (assigned_tx, mut assigned_rx) = tokio::sync::watch::channel(false);
+    let consume_opts = ConsumeOptions {
+        bootstrap_servers: bootstrap,
+        topic: topic.into(),
+        group_id: "edgecam-demo".into(),
+        output_dir: opts.output_dir.clone(),
+        auto_offset_reset: "earliest".into(),
+        max_frames: Some(opts.frames),
+        idle_timeout: Some(std::time::Duration::from_secs(10)),
+        progress: false,
+        assigned: Some(assigned_tx),
+    };
+    let stop_consumer = CancellationToken::new();
+    let consumer = {
+        let stop = stop_consumer.clone();
+        tokio::spawn(async move { consume(&consume_opts, stop).await })
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        assigned_rx.wait_for(|a| *a),
+    )
+    .await;
+
     let report = pipeline::run(cfg, CancellationToken::new(), metrics.clone()).await?;
     let published = metrics.delivered.load(std::sync::atomic::Ordering::Relaxed);
-
-    let consumed = consume(
-        &ConsumeOptions {
-            bootstrap_servers: bootstrap,
-            topic: topic.into(),
-            group_id: "edgecam-demo".into(),
-            output_dir: opts.output_dir.clone(),
-            auto_offset_reset: "earliest".into(),
-            max_frames: Some(published),
-            idle_timeout: Some(std::time::Duration::from_secs(10)),
-            progress: false,
-        },
-        CancellationToken::new(),
-    )
-    .await?;
+    let consumed = match consumer.await {
+        Ok(r) => r?,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    };
     let mut s = format!(
         "edgecam demo: {} → mock Kafka cluster (3 brokers, topic {topic}, 3 partitions), budget {} B, codec {}\n",
         opts.input.display(),

@@ -87,6 +87,9 @@ enum Command {
         /// Frames to publish.
         #[arg(long, default_value_t = 100)]
         frames: u64,
+        /// Source pace in frames per second, like a camera (0 = as fast as possible).
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
         /// Byte budget per Kafka record.
         #[arg(long, default_value_t = config::DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: u32,
@@ -189,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_frames,
                 idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                assigned: None,
             };
             let r = edgecam::consume::consume(&opts, shutdown).await?;
             eprintln!(
@@ -204,12 +208,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output_dir,
             input,
             frames,
+            fps,
             max_message_bytes,
             codec,
         } => {
             let opts = edgecam::demo::DemoOptions {
                 input,
                 frames,
+                fps,
                 max_message_bytes,
                 codec: match codec {
                     CodecArg::Jpeg => Codec::Jpeg,
