@@ -340,3 +340,258 @@ fn prepare(
     let raw = transform::resize(raw, pw, ph);
     Ok(transform::rotate(raw, rotate))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Frame;
+    use crate::record::FrameRecord;
+    use proptest::prelude::*;
+    use std::num::NonZeroU32;
+
+    fn fixture_frames() -> Vec<JpegImage> {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vtest-10.mjpeg"
+        ))
+        .unwrap();
+        let mut sp = crate::source::mjpeg::MjpegSplitter::new();
+        sp.push(&data);
+        let mut out = Vec::new();
+        while let Some(f) = sp.next_frame() {
+            out.push(JpegImage::parse(f.unwrap()).unwrap());
+        }
+        assert_eq!(out.len(), 10);
+        out
+    }
+
+    fn cfg(codec: Codec, budget: u32) -> EncodeConfig {
+        EncodeConfig {
+            codec,
+            max_message_bytes: NonZeroU32::new(budget).unwrap(),
+            ..EncodeConfig::default()
+        }
+    }
+
+    fn frame(image: Image) -> Frame {
+        Frame {
+            seq: u64::MAX,
+            frame_id: uuid::Uuid::now_v7().to_string(),
+            captured_at: std::time::SystemTime::now(),
+            image,
+        }
+    }
+
+    /// Decodes `e.payload` and checks it is an image of the size the headers will state.
+    fn assert_decodes_to_stated_size(e: &Encoded) {
+        let (w, h) = match e.codec {
+            Codec::Jpeg => {
+                let hd = crate::jpeg::header(&e.payload).expect("valid JPEG");
+                (hd.width, hd.height)
+            }
+            Codec::Png => {
+                let img = image::load_from_memory(&e.payload).expect("valid PNG");
+                (img.width(), img.height())
+            }
+            Codec::Zstd => {
+                let raw =
+                    codec::decode_zstd(&e.payload, e.width, e.height, e.pixel_format.unwrap())
+                        .expect("valid zstd raw frame");
+                (raw.width, raw.height)
+            }
+        };
+        assert_eq!((w, h), (e.width, e.height));
+    }
+
+    #[test]
+    fn fitting_jpeg_passes_through_untouched() {
+        let frames = fixture_frames();
+        let mut enc = Encoder::new("cam", cfg(Codec::Jpeg, 1_000_000), Default::default()).unwrap();
+        for j in &frames {
+            let e = enc.encode(&Image::Jpeg(j.clone())).unwrap();
+            assert!(e.passthrough);
+            assert_eq!(e.payload, j.data);
+            assert_eq!(e.encodes, 0);
+            // ffmpeg -q:v 4 on this footage: the estimate must be a plausible JPEG quality.
+            assert!(matches!(e.quality, Quality::Jpeg(q) if (50..=100).contains(&q)));
+        }
+    }
+
+    #[test]
+    fn rotate_or_gray_forbids_passthrough_and_changes_geometry() {
+        let j = fixture_frames().remove(0);
+        let t = TransformConfig {
+            rotate_degrees: 90,
+            grayscale: true,
+            ..Default::default()
+        };
+        let mut enc = Encoder::new("cam", cfg(Codec::Jpeg, 1_000_000), t).unwrap();
+        let e = enc.encode(&Image::Jpeg(j)).unwrap();
+        assert!(!e.passthrough);
+        assert_eq!((e.width, e.height), (576, 768));
+        let h = crate::jpeg::header(&e.payload).unwrap();
+        assert_eq!((h.width, h.height, h.components), (576, 768, 1));
+    }
+
+    #[test]
+    fn max_width_downscales_keeping_aspect() {
+        let j = fixture_frames().remove(0);
+        let t = TransformConfig {
+            max_width: NonZeroU32::new(384),
+            ..Default::default()
+        };
+        let mut enc = Encoder::new("cam", cfg(Codec::Jpeg, 1_000_000), t).unwrap();
+        let e = enc.encode(&Image::Jpeg(j)).unwrap();
+        assert_eq!((e.width, e.height), (384, 288));
+        assert_decodes_to_stated_size(&e);
+    }
+
+    #[test]
+    fn tight_budget_walks_the_ladder_and_steadies_at_about_one_encode() {
+        let frames = fixture_frames();
+        let budget = 20_000;
+        let mut enc = Encoder::new("cam", cfg(Codec::Jpeg, budget), Default::default()).unwrap();
+        let mut encodes = 0;
+        for (i, j) in frames.iter().cycle().take(40).enumerate() {
+            let f = frame(Image::Jpeg(j.clone()));
+            let e = enc.encode(&f.image).unwrap();
+            assert!(!e.passthrough);
+            assert!(FrameRecord::new("cam", &f, &e).wire_size() <= budget as usize);
+            assert_decodes_to_stated_size(&e);
+            if i > 0 {
+                encodes += e.encodes;
+            }
+        }
+        // After the first frame: one encode per frame plus a probe every PROBE_INTERVAL.
+        assert!(
+            encodes <= 39 + 39 / ladder::PROBE_INTERVAL + 1,
+            "{encodes} encodes for 39 frames"
+        );
+    }
+
+    #[test]
+    fn unreachable_budget_is_an_error_not_an_oversized_record() {
+        let j = fixture_frames().remove(0);
+        let mut c = cfg(Codec::Jpeg, 4096);
+        c.min_side_px = NonZeroU32::new(500).unwrap();
+        let mut enc = Encoder::new("cam", c, Default::default()).unwrap();
+        let err = enc.encode(&Image::Jpeg(j)).unwrap_err();
+        assert_eq!(err.reason(), "budget_unreachable");
+        assert!(err.attempts() >= 1);
+    }
+
+    #[test]
+    fn corrupt_jpeg_is_a_decode_error() {
+        let mut j = fixture_frames().remove(0);
+        let mut bad = j.data.to_vec();
+        let n = bad.len();
+        bad[n / 2..n - 2].fill(0x00);
+        bad.truncate(n / 2);
+        j.data = bytes::Bytes::from(bad);
+        let mut enc = Encoder::new("cam", cfg(Codec::Png, 1_000_000), Default::default()).unwrap();
+        // libjpeg-turbo may decode a truncated file with warnings; either way no panic, and
+        // a success must still be a valid image.
+        match enc.encode(&Image::Jpeg(j)) {
+            Ok(e) => assert_decodes_to_stated_size(&e),
+            Err(e) => assert_eq!(e.reason(), "decode_error"),
+        }
+    }
+
+    fn raw_image() -> impl Strategy<Value = RawImage> {
+        (1u32..160, 1u32..120, any::<bool>(), any::<u64>(), 0u8..3).prop_map(
+            |(w, h, gray, seed, kind)| {
+                let format = if gray {
+                    PixelFormat::Gray8
+                } else {
+                    PixelFormat::Rgb8
+                };
+                let n = (w * h) as usize * format.channels();
+                let mut x = seed | 1;
+                let data = (0..n)
+                    .map(|i| match kind {
+                        // noise: the hardest content for every codec
+                        0 => {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                            x as u8
+                        }
+                        // gradient
+                        1 => (i % 251) as u8,
+                        // flat
+                        _ => (seed % 256) as u8,
+                    })
+                    .collect();
+                RawImage::new(w, h, format, data).unwrap()
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// The hard guarantee: whatever the image, codec, budget and transforms, a frame
+        /// that is published has a whole record within the budget and decodes to the size
+        /// its headers state; otherwise it is refused as unreachable.
+        #[test]
+        fn every_published_record_fits_the_budget(
+            img in raw_image(),
+            codec in prop_oneof![Just(Codec::Jpeg), Just(Codec::Png), Just(Codec::Zstd)],
+            budget in 4096u32..80_000,
+            rotate in prop_oneof![Just(0u16), Just(90), Just(180), Just(270)],
+            gray in any::<bool>(),
+            qmin in 1u8..60,
+            qspan in 0u8..40,
+            min_side in 1u32..40,
+            device in "[a-z0-9-]{1,40}",
+        ) {
+            let mut c = cfg(codec, budget);
+            c.quality_min = qmin;
+            c.quality_max = qmin + qspan;
+            c.min_side_px = NonZeroU32::new(min_side).unwrap();
+            let t = TransformConfig { rotate_degrees: rotate, grayscale: gray, ..Default::default() };
+            let mut enc = Encoder::new(&device, c, t).unwrap();
+            let f = frame(Image::Raw(img));
+            for _ in 0..2 {
+                match enc.encode(&f.image) {
+                    Ok(e) => {
+                        let size = FrameRecord::new(&device, &f, &e).wire_size();
+                        prop_assert!(size <= budget as usize, "{} > {}", size, budget);
+                        assert_decodes_to_stated_size(&e);
+                        if let Quality::Jpeg(q) = e.quality {
+                            prop_assert!(q >= qmin && q <= qmin + qspan);
+                        }
+                    }
+                    Err(EncodeError::BudgetUnreachable { smallest, budget: b, .. }) => {
+                        prop_assert!(smallest > b);
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The same guarantee on real camera frames (JPEG in: passthrough or re-encode).
+        #[test]
+        fn real_frames_fit_any_budget(
+            i in 0usize..10,
+            codec in prop_oneof![Just(Codec::Jpeg), Just(Codec::Png), Just(Codec::Zstd)],
+            budget in 4096u32..1_200_000,
+            rotate in prop_oneof![Just(0u16), Just(180)],
+        ) {
+            let j = fixture_frames().swap_remove(i);
+            let t = TransformConfig { rotate_degrees: rotate, ..Default::default() };
+            let mut enc = Encoder::new("front-door", cfg(codec, budget), t).unwrap();
+            let f = frame(Image::Jpeg(j));
+            match enc.encode(&f.image) {
+                Ok(e) => {
+                    prop_assert!(FrameRecord::new("front-door", &f, &e).wire_size() <= budget as usize);
+                    assert_decodes_to_stated_size(&e);
+                }
+                Err(EncodeError::BudgetUnreachable { smallest, budget: b, .. }) => prop_assert!(smallest > b),
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+            }
+        }
+    }
+}

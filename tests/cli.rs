@@ -1,0 +1,171 @@
+//! The `edgecam` binary as a user and systemd see it: exit codes, messages, signals.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{read_topic, unique_topic, FIXTURE};
+use rdkafka::mocking::MockCluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgecam");
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("device.toml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+#[test]
+fn version_names_the_binary() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edgecam "));
+}
+
+#[test]
+fn check_config_prints_the_resolved_example() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "config/edgecam.example.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Resolved: defaults filled in, parseable as TOML again.
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(
+        v["encode"]["max_message_bytes"].as_integer(),
+        Some(1_000_000)
+    );
+    assert!(v["device"]["id"].is_str());
+}
+
+#[test]
+fn check_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[device]\nid = \"a\"\n[source]\nkind = \"synthetic\"\n[kafka]\nbootstrap_servers = \"h:1\"\n[encode]\nmax_message_bytes = 0\n", "encode.max_message_bytes"),
+        ("[device]\nid = \"a\"\n[source]\nkind = \"synthetic\"\nfpz = 3\n[kafka]\nbootstrap_servers = \"h:1\"\n", "source.fpz"),
+        ("[device]\nid = \"a\"\n[source]\nkind = \"mjpeg\"\npath = \"/nonexistent.mjpeg\"\n[kafka]\nbootstrap_servers = \"h:1\"\n", "source.path"),
+        ("not toml at all [", "line"),
+    ];
+    for (text, needle) in cases {
+        let p = write_config(&dir, text);
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", "/nonexistent/edgecam.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_opening_anything() {
+    // The broker address is unreachable; the bad key must be reported first, at once.
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(
+        &dir,
+        "[device]\nid = \"a b\"\n[source]\nkind = \"synthetic\"\n[kafka]\nbootstrap_servers = \"10.255.255.1:9\"\n",
+    );
+    let t = Instant::now();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device.id"));
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// Reads `key N` from the agent's summary on stderr.
+fn summary_count(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("frames:"))
+        .expect("summary line");
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("{key} not in {line}");
+}
+
+#[test]
+fn sigterm_mid_stream_flushes_everything_accepted_and_exits_0() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("sigterm");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_config(
+        &dir,
+        &format!(
+            "[device]\nid = \"front-door\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 40\nloop = true\n\
+             [encode]\nmax_message_bytes = 20000\n[pipeline]\noverflow = \"block\"\nshutdown_grace_ms = 10000\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
+        ),
+    );
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&p)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(12),
+        "exits within the grace period"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let accepted = summary_count(&stderr, "accepted");
+    let delivered = summary_count(&stderr, "delivered");
+    assert!(accepted > 10, "{stderr}");
+    assert_eq!(delivered, accepted, "{stderr}");
+    let recs = read_topic(
+        &bootstrap,
+        &topic,
+        1,
+        accepted as usize + 1,
+        Duration::from_secs(5),
+    );
+    let mut seqs: Vec<u64> = recs
+        .iter()
+        .map(|r| r.h("edgecam.seq").parse().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..accepted).collect::<Vec<_>>(),
+        "nothing accepted was lost or doubled"
+    );
+}

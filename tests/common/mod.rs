@@ -1,0 +1,106 @@
+//! Shared helpers for the integration tests: the real footage fixture, and reading records
+//! back from a Kafka topic with their headers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// Path of the committed footage excerpt (10 frames, 768x576).
+pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vtest-10.mjpeg");
+
+/// The fixture's frames, as the files they are.
+pub fn fixture_frames() -> Vec<bytes::Bytes> {
+    let data = std::fs::read(FIXTURE).unwrap();
+    let mut sp = edgecam::source::mjpeg::MjpegSplitter::new();
+    sp.push(&data);
+    let mut out = Vec::new();
+    while let Some(f) = sp.next_frame() {
+        out.push(f.unwrap());
+    }
+    out
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// One record as read back.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+    /// Bytes of the header names and values.
+    pub header_bytes: usize,
+}
+
+impl Rec {
+    pub fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("missing header {name}"))
+    }
+}
+
+/// Reads `topic` (partitions `0..partitions`) from the beginning until `expected` records
+/// arrived or `timeout` passed, without a consumer group.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Rec> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "edgecam-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.message.max.bytes", "10485760")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let until = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < until {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = HashMap::new();
+                let mut header_bytes = 0;
+                if let Some(hs) = m.headers() {
+                    for h in hs.iter() {
+                        let v = h
+                            .value
+                            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                            .unwrap_or_default();
+                        header_bytes += h.key.len() + v.len();
+                        headers.insert(h.key.to_string(), v);
+                    }
+                }
+                out.push(Rec {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    header_bytes,
+                });
+            }
+            Some(Err(e)) => panic!("consume error: {e}"),
+            None => {}
+        }
+    }
+    out
+}
