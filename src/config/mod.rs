@@ -110,7 +110,7 @@ pub struct SourceConfig {
     /// `camera`: pixel format to ask the driver for.
     #[serde(default)]
     pub format: CameraFormat,
-    /// `synthetic`: stop after this many frames (`0` = never).
+    /// Any source: stop after this many frames (`0` = never), then flush and exit 0.
     #[serde(default)]
     pub max_frames: u64,
 }
