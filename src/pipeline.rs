@@ -86,7 +86,9 @@ fn source_loop(
     metrics: &Metrics,
     shutdown: &CancellationToken,
     max_frames: u64,
+    device: &str,
 ) {
+    let _span = tracing::info_span!("source", device).entered();
     let mut seq = 0u64;
     while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
         match src.next_frame() {
@@ -174,6 +176,7 @@ fn encode_loop(
     metrics: &Metrics,
 ) {
     let device = cfg.device.id.as_str();
+    let _span = tracing::info_span!("encode", device).entered();
     let max = cfg.encode.max_message_bytes.get() as usize;
     while let Some(frame) = queue.pop() {
         let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
@@ -260,7 +263,13 @@ pub async fn run(
             elapsed: started.elapsed(),
         });
     };
-    tracing::info!(source = src.describe(), topic = cfg.kafka.topic, "running");
+    tracing::info!(
+        device = cfg.device.id,
+        source = src.describe(),
+        topic = cfg.kafka.topic,
+        budget_bytes = max_bytes,
+        "running"
+    );
 
     let queue = Arc::new(FrameQueue::new(
         cfg.pipeline.queue_frames.get(),
@@ -270,9 +279,10 @@ pub async fn run(
     let source_thread = {
         let (queue, metrics, shutdown) = (queue.clone(), metrics.clone(), shutdown.clone());
         let max_frames = cfg.source.max_frames;
+        let device = cfg.device.id.clone();
         std::thread::Builder::new()
             .name("edgecam-source".into())
-            .spawn(move || source_loop(src, &queue, &metrics, &shutdown, max_frames))
+            .spawn(move || source_loop(src, &queue, &metrics, &shutdown, max_frames, &device))
             .expect("spawn source thread")
     };
     let encoder_thread = {

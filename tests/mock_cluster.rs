@@ -280,3 +280,23 @@ async fn shutdown_drains_what_was_accepted() {
     );
     check_complete(&recs, accepted as usize);
 }
+
+/// librdkafka's mock cluster does not implement CreateTopics (tansu does: see
+/// tests/tansu_interop.rs). Against it, start-up must fail with a clear error, not hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_creation_failure_is_a_clear_startup_error() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique_topic("created");
+    let cfg = config(&bootstrap, &topic, "create_topic_partitions = 3\n", 3);
+    let t = std::time::Instant::now();
+    let err = edgecam::pipeline::run(cfg, CancellationToken::new(), Arc::new(Metrics::default()))
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(30));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("creating topic") && msg.contains(&topic),
+        "{msg}"
+    );
+}
