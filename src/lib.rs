@@ -19,5 +19,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod record;
+pub mod reload;
+pub mod service;
 pub mod sink;
 pub mod source;

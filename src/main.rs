@@ -128,6 +128,47 @@ fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On SIGHUP: re-reads `path` and hands live changes to the pipeline; reports what needs a
+/// restart; keeps the running settings when the new file is invalid.
+fn reload_on_sighup(
+    path: PathBuf,
+    running: config::Config,
+    tx: tokio::sync::watch::Sender<config::Config>,
+    metrics: Arc<edgecam::metrics::Metrics>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let producer_max = edgecam::sink::kafka::producer_max_bytes(
+        &running.kafka,
+        running.encode.max_message_bytes.get(),
+    );
+    tokio::spawn(async move {
+        let mut running = running;
+        while hup.recv().await.is_some() {
+            let new = match config::load(&path, std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the running one");
+                    metrics.set_last_error(format!("reload rejected: {e}"));
+                    continue;
+                }
+            };
+            let plan = edgecam::reload::plan(&running, &new, producer_max);
+            if !plan.needs_restart.is_empty() {
+                tracing::warn!(keys = ?plan.needs_restart, "SIGHUP: these changes need a restart");
+            }
+            if plan.live.is_empty() {
+                tracing::info!("SIGHUP: no live change");
+                continue;
+            }
+            tracing::info!(keys = ?plan.live, "SIGHUP: applying live");
+            running = plan.apply.clone();
+            let _ = tx.send(plan.apply);
+        }
+    });
+    Ok(())
+}
+
 fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path, std::env::vars()).map_err(|e| {
         eprintln!("edgecam: invalid configuration {}: {e}", path.display());
@@ -157,10 +198,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
             let metrics = Arc::new(edgecam::metrics::Metrics::default());
+            let (reload_tx, reload_rx) = tokio::sync::watch::channel(cfg.clone());
+            reload_on_sighup(config, cfg.clone(), reload_tx, metrics.clone())?;
+            let supervisor = tokio::spawn(edgecam::service::supervise(
+                metrics.clone(),
+                shutdown.clone(),
+            ));
             let device = cfg.device.id.clone();
-            let report = edgecam::pipeline::run(cfg, shutdown, metrics.clone())
-                .await
-                .with_context(|| format!("device {device}"))?;
+            let result = edgecam::pipeline::run_with_reload(
+                cfg,
+                shutdown.clone(),
+                metrics.clone(),
+                reload_rx,
+            )
+            .await;
+            // The source may have ended on its own: say STOPPING either way.
+            shutdown.cancel();
+            let _ = supervisor.await;
+            let report = result.with_context(|| format!("device {device}"))?;
             eprintln!("{}", metrics.summary(report.elapsed.as_secs_f64()));
             Ok(if report.sink.undelivered > 0 {
                 ExitCode::FAILURE

@@ -78,6 +78,9 @@ pub struct Metrics {
     pub latency_us_max: AtomicU64,
     /// Records sent to the error topic.
     pub error_records: AtomicU64,
+    /// Set once the source is open and the producer created (systemd `READY=1`).
+    pub ready: std::sync::atomic::AtomicBool,
+    last_error: Mutex<Option<String>>,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
     quality: Mutex<BTreeMap<String, u64>>,
 }
@@ -93,6 +96,16 @@ impl Metrics {
         if n > 0 {
             *self.dropped.lock().unwrap().entry(reason).or_default() += n;
         }
+    }
+
+    /// Remembers `message` as the most recent error (shown in systemd's `STATUS=`).
+    pub fn set_last_error(&self, message: impl Into<String>) {
+        *self.last_error.lock().unwrap() = Some(message.into());
+    }
+
+    /// The most recent error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap().clone()
     }
 
     /// Drops so far, by reason.

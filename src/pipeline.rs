@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -87,10 +87,22 @@ fn source_loop(
     shutdown: &CancellationToken,
     max_frames: u64,
     device: &str,
+    mut reload: watch::Receiver<Config>,
 ) {
     let _span = tracing::info_span!("source", device).entered();
     let mut seq = 0u64;
     while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
+        if reload.has_changed().unwrap_or(false) {
+            let fps = reload.borrow_and_update().source.fps;
+            if src.set_fps(fps) {
+                tracing::info!(fps, "source.fps changed");
+            } else {
+                tracing::warn!(
+                    fps,
+                    "this source cannot change source.fps live: restart to apply"
+                );
+            }
+        }
         match src.next_frame() {
             Ok(Some(c)) => {
                 if shutdown.is_cancelled() {
@@ -131,6 +143,7 @@ fn source_loop(
             }
             Err(e) => {
                 tracing::error!(error = %e, source = src.describe(), "source failed");
+                metrics.set_last_error(format!("source failed: {e}"));
                 break;
             }
         }
@@ -174,11 +187,20 @@ fn encode_loop(
     queue: &FrameQueue<Frame>,
     tx: mpsc::Sender<Outgoing>,
     metrics: &Metrics,
+    mut reload: watch::Receiver<Config>,
 ) {
     let device = cfg.device.id.as_str();
     let _span = tracing::info_span!("encode", device).entered();
-    let max = cfg.encode.max_message_bytes.get() as usize;
+    let mut max = cfg.encode.max_message_bytes.get() as usize;
+    let mut error_topic = cfg.kafka.error_topic.is_some();
     while let Some(frame) = queue.pop() {
+        if reload.has_changed().unwrap_or(false) {
+            let new = reload.borrow_and_update().clone();
+            encoder.reconfigure(device, new.encode.clone(), new.transform.clone());
+            max = new.encode.max_message_bytes.get() as usize;
+            error_topic = new.kafka.error_topic.is_some();
+            tracing::info!(budget_bytes = max, "encode and transform settings changed");
+        }
         let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
         let out = match encoder.encode(&frame.image) {
             Ok(enc) => {
@@ -205,7 +227,8 @@ fn encode_loop(
                 metrics.encodes.fetch_add(e.attempts() as u64, Relaxed);
                 metrics.drop_frame(DropReason::from_encode_reason(e.reason()));
                 tracing::warn!(error = %e, seq = frame.seq, "frame dropped");
-                if cfg.kafka.error_topic.is_none() {
+                metrics.set_last_error(format!("frame {} dropped: {e}", frame.seq));
+                if !error_topic {
                     continue;
                 }
                 Outgoing {
@@ -231,6 +254,20 @@ pub async fn run(
     cfg: Config,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
+) -> Result<RunReport, RunError> {
+    let (_keep, reload) = watch::channel(cfg.clone());
+    run_with_reload(cfg, shutdown, metrics, reload).await
+}
+
+/// [`run`], taking new live settings from `reload` (see [`crate::reload`]): the source
+/// picks up `source.fps`, the encoder `[encode]` and `[transform]`, from the next frame on.
+///
+/// Errors: as [`run`].
+pub async fn run_with_reload(
+    cfg: Config,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    reload: watch::Receiver<Config>,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let max_bytes = cfg.encode.max_message_bytes.get();
@@ -282,16 +319,24 @@ pub async fn run(
         let device = cfg.device.id.clone();
         std::thread::Builder::new()
             .name("edgecam-source".into())
-            .spawn(move || source_loop(src, &queue, &metrics, &shutdown, max_frames, &device))
+            .spawn({
+                let reload = reload.clone();
+                move || {
+                    source_loop(
+                        src, &queue, &metrics, &shutdown, max_frames, &device, reload,
+                    )
+                }
+            })
             .expect("spawn source thread")
     };
     let encoder_thread = {
         let (queue, metrics, cfg) = (queue.clone(), metrics.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("edgecam-encode".into())
-            .spawn(move || encode_loop(&cfg, encoder, &queue, tx, &metrics))
+            .spawn(move || encode_loop(&cfg, encoder, &queue, tx, &metrics, reload))
             .expect("spawn encoder thread")
     };
+    metrics.ready.store(true, Relaxed);
     let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
     let report = sink.run(rx, shutdown.clone(), grace).await;
     // The sink returns once the encoder closed its channel or the grace period ended.

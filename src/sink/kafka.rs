@@ -45,6 +45,15 @@ pub enum KafkaSinkError {
     },
 }
 
+/// The producer's `message.max.bytes`: `kafka.properties."message.max.bytes"` when set,
+/// else the larger of the budget and librdkafka's default (1,000,000).
+pub fn producer_max_bytes(cfg: &KafkaConfig, max_message_bytes: u32) -> u32 {
+    cfg.properties
+        .get("message.max.bytes")
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(max_message_bytes.max(1_000_000))
+}
+
 /// The librdkafka producer properties edgecam sets: `acks=all`, idempotence on, the
 /// configured `message.timeout.ms`, `message.max.bytes` at least the budget, then
 /// `kafka.properties` on top (validation forbids overriding `acks`/idempotence).
@@ -272,6 +281,7 @@ impl KafkaSink {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, seq = out.record.header(crate::record::header::SEQ), "delivery failed; sending again");
+                            self.metrics.set_last_error(format!("delivery failed: {e}"));
                             self.metrics.delivery_retries.fetch_add(1, Relaxed);
                             if let Some(f) = self.send(out).await {
                                 in_flight.push(f);

@@ -161,6 +161,11 @@ impl Source for ImagesSource {
             if self.loop_ { ", loop" } else { "" }
         )
     }
+
+    fn set_fps(&mut self, fps: f64) -> bool {
+        self.pacer = Pacer::new(fps);
+        true
+    }
 }
 
 #[cfg(test)]

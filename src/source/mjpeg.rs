@@ -542,6 +542,17 @@ impl Source for MjpegSource {
             Input::Command { argv, .. } => format!("mjpeg command `{}`", argv.join(" ")),
         }
     }
+
+    fn set_fps(&mut self, fps: f64) -> bool {
+        match self.input {
+            Input::File { .. } => {
+                self.pacer = Pacer::new(fps);
+                true
+            }
+            // A child process delivers frames at its own rate.
+            Input::Command { .. } => false,
+        }
+    }
 }
 
 impl Drop for MjpegSource {

@@ -60,6 +60,15 @@ pub trait Source: Send {
 
     /// Short human description for logs, e.g. `mjpeg file vtest.mjpeg`.
     fn describe(&self) -> String;
+
+    /// Changes the pace to `fps` frames per second (0 = as fast as possible) from the next
+    /// frame on, without reopening. Returns `false` when this source cannot change its rate
+    /// live (a camera's rate is negotiated with the driver at open; a child process paces
+    /// itself): the change then needs a restart.
+    fn set_fps(&mut self, fps: f64) -> bool {
+        let _ = fps;
+        false
+    }
 }
 
 /// Opens the source described by `cfg`.

@@ -263,6 +263,11 @@ impl Source for SyntheticSource {
         }
         s
     }
+
+    fn set_fps(&mut self, fps: f64) -> bool {
+        self.pacer = Pacer::new(fps);
+        true
+    }
 }
 
 #[cfg(test)]
