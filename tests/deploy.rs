@@ -19,10 +19,21 @@ fn instance_unit(dir: &Path) -> PathBuf {
 fn unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let unit = instance_unit(dir.path());
-    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
-    assert!(!text.contains("edgecam@front-door.service:"), "warnings about the unit: {text}");
+    assert!(
+        !text.contains("edgecam@front-door.service:"),
+        "warnings about the unit: {text}"
+    );
 }
 
 #[test]
@@ -66,7 +77,10 @@ fn unit_keeps_the_operational_contract() {
     ] {
         assert!(unit.contains(needle), "missing {needle}");
     }
-    assert!(!unit.contains("PrivateDevices=yes"), "would hide /dev/video*");
+    assert!(
+        !unit.contains("PrivateDevices=yes"),
+        "would hide /dev/video*"
+    );
 }
 
 fn install(root: &Path, extra: &[&str]) -> std::process::Output {
@@ -88,11 +102,18 @@ fn install_into_a_root_is_complete_idempotent_and_reversible() {
     std::fs::write(root.join("etc/group"), "root:x:0:\nvideo:x:44:\n").unwrap();
 
     let out = install(root, &["--binary", BIN]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("systemctl enable --now edgecam@"));
     let bin = root.join("usr/local/bin/edgecam");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(&bin).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(BIN).unwrap());
     for f in [
         "etc/systemd/system/edgecam@.service",
@@ -105,22 +126,39 @@ fn install_into_a_root_is_complete_idempotent_and_reversible() {
     }
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
-    assert!(passwd.lines().any(|l| l.starts_with("edgecam:")), "{passwd}");
-    assert!(group.lines().any(|l| l.starts_with("video:") && l.contains("edgecam")), "{group}");
+    assert!(
+        passwd.lines().any(|l| l.starts_with("edgecam:")),
+        "{passwd}"
+    );
+    assert!(
+        group
+            .lines()
+            .any(|l| l.starts_with("video:") && l.contains("edgecam")),
+        "{group}"
+    );
 
     // Again: nothing duplicated, the user's edits to configs kept.
     std::fs::write(root.join("etc/edgecam/example.toml"), "# mine\n").unwrap();
     assert!(install(root, &["--binary", BIN]).status.success());
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert_eq!(passwd.lines().filter(|l| l.starts_with("edgecam:")).count(), 1);
-    assert_eq!(std::fs::read_to_string(root.join("etc/edgecam/example.toml")).unwrap(), "# mine\n");
+    assert_eq!(
+        passwd.lines().filter(|l| l.starts_with("edgecam:")).count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/edgecam/example.toml")).unwrap(),
+        "# mine\n"
+    );
 
     let out = install(root, &["--uninstall"]);
     assert!(out.status.success());
     assert!(!bin.exists());
     assert!(!root.join("etc/systemd/system/edgecam@.service").exists());
     assert!(!root.join("usr/lib/sysusers.d/edgecam.conf").exists());
-    assert!(root.join("etc/edgecam/example.toml").exists(), "configs are kept");
+    assert!(
+        root.join("etc/edgecam/example.toml").exists(),
+        "configs are kept"
+    );
 }
 
 #[test]

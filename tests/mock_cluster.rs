@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fixture_frames, read_topic, unique_topic, Rec, FIXTURE};
+use common::{check_complete, fixture_frames, read_topic, unique_topic, Rec, FIXTURE};
 use edgecam::frame::PixelFormat;
 use edgecam::metrics::{DropReason, Metrics};
 use rdkafka::mocking::MockCluster;
@@ -74,22 +74,6 @@ fn check_frame_record(r: &Rec, budget: usize) -> (u32, u32) {
     };
     assert_eq!((dw, dh), (w, h), "decoded size matches headers");
     (w, h)
-}
-
-/// Sequence numbers 0..n, each once, frame ids unique.
-fn check_complete(recs: &[Rec], n: usize) {
-    let mut seqs: Vec<u64> = recs
-        .iter()
-        .map(|r| r.h("edgecam.seq").parse().unwrap())
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(
-        seqs,
-        (0..n as u64).collect::<Vec<_>>(),
-        "every frame exactly once"
-    );
-    let ids: HashSet<&str> = recs.iter().map(|r| r.h("edgecam.frame_id")).collect();
-    assert_eq!(ids.len(), n);
 }
 
 async fn publish(cfg: edgecam::config::Config) -> (Arc<Metrics>, edgecam::pipeline::RunReport) {

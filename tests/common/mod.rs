@@ -2,7 +2,7 @@
 //! back from a Kafka topic with their headers.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -103,4 +103,20 @@ pub fn read_topic(
         }
     }
     out
+}
+
+/// Sequence numbers 0..n, each once, frame ids unique.
+pub fn check_complete(recs: &[Rec], n: usize) {
+    let mut seqs: Vec<u64> = recs
+        .iter()
+        .map(|r| r.h("edgecam.seq").parse().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (0..n as u64).collect::<Vec<_>>(),
+        "every frame exactly once"
+    );
+    let ids: HashSet<&str> = recs.iter().map(|r| r.h("edgecam.frame_id")).collect();
+    assert_eq!(ids.len(), n);
 }
