@@ -139,7 +139,7 @@ fn reload_on_sighup(
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let producer_max = edgecam::sink::kafka::producer_max_bytes(
-        &running.kafka,
+        running.kafka(),
         running.encode.max_message_bytes.get(),
     );
     tokio::spawn(async move {

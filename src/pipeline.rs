@@ -192,13 +192,13 @@ fn encode_loop(
     let device = cfg.device.id.as_str();
     let _span = tracing::info_span!("encode", device).entered();
     let mut max = cfg.encode.max_message_bytes.get() as usize;
-    let mut error_topic = cfg.kafka.error_topic.is_some();
+    let mut error_topic = cfg.kafka().error_topic.is_some();
     while let Some(frame) = queue.pop() {
         if reload.has_changed().unwrap_or(false) {
             let new = reload.borrow_and_update().clone();
             encoder.reconfigure(device, new.encode.clone(), new.transform.clone());
             max = new.encode.max_message_bytes.get() as usize;
-            error_topic = new.kafka.error_topic.is_some();
+            error_topic = new.kafka().error_topic.is_some();
             tracing::info!(budget_bytes = max, "encode and transform settings changed");
         }
         let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
@@ -271,20 +271,20 @@ pub async fn run_with_reload(
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let max_bytes = cfg.encode.max_message_bytes.get();
-    if let Some(p) = cfg.kafka.create_topic_partitions {
-        let mut topics = vec![cfg.kafka.topic.as_str()];
-        if let Some(t) = &cfg.kafka.error_topic {
+    if let Some(p) = cfg.kafka().create_topic_partitions {
+        let mut topics = vec![cfg.kafka().topic.as_str()];
+        if let Some(t) = &cfg.kafka().error_topic {
             topics.push(t);
         }
         ensure_topics(
-            &producer_config(&cfg.kafka, max_bytes),
+            &producer_config(cfg.kafka(), max_bytes),
             &topics,
             p.get() as i32,
-            cfg.kafka.create_topic_replication.get() as i32,
+            cfg.kafka().create_topic_replication.get() as i32,
         )
         .await?;
     }
-    let sink = KafkaSink::new(&cfg.kafka, max_bytes, metrics.clone())?;
+    let sink = KafkaSink::new(cfg.kafka(), max_bytes, metrics.clone())?;
     let encoder = Encoder::new(&cfg.device.id, cfg.encode.clone(), cfg.transform.clone())?;
 
     let src = {
@@ -303,7 +303,7 @@ pub async fn run_with_reload(
     tracing::info!(
         device = cfg.device.id,
         source = src.describe(),
-        topic = cfg.kafka.topic,
+        topic = cfg.kafka().topic,
         budget_bytes = max_bytes,
         "running"
     );

@@ -131,7 +131,7 @@ mod tests {
     fn other_keys_need_a_restart_and_are_not_applied() {
         let running = cfg("");
         let mut new = cfg("[pipeline]\nqueue_frames = 3\n");
-        new.kafka.topic = "other".into();
+        new.kafka.as_mut().unwrap().topic = "other".into();
         new.encode.quality_min = 30;
         let p = plan(&running, &new, 1_000_000);
         assert_eq!(
@@ -139,7 +139,7 @@ mod tests {
             vec!["kafka.topic", "pipeline.queue_frames"]
         );
         assert_eq!(p.live, vec!["encode.quality_min"]);
-        assert_eq!(p.apply.kafka.topic, running.kafka.topic);
+        assert_eq!(p.apply.kafka, running.kafka);
         assert_eq!(p.apply.pipeline, running.pipeline);
         assert_eq!(p.apply.encode.quality_min, 30);
     }

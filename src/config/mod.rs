@@ -6,7 +6,7 @@
 //! names the key and what is wrong; `edgecam check-config` prints it and exits 64.
 
 use std::collections::BTreeMap;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,145 @@ pub struct Config {
     /// Queues between stages and shutdown.
     #[serde(default)]
     pub pipeline: PipelineConfig,
-    /// Where frames go.
-    pub kafka: KafkaConfig,
+    /// Which sink publishes frames: Kafka (default) or MQTT.
+    #[serde(default)]
+    pub sink: SinkConfig,
+    /// Kafka settings; required when `sink.kind = "kafka"`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+    /// MQTT settings; required when `sink.kind = "mqtt"`. When present with a Kafka sink,
+    /// only the control plane (status, state, commands) uses it.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+impl Config {
+    /// The `[kafka]` table. Validation guarantees it exists when `sink.kind = "kafka"`.
+    ///
+    /// Panics if called on a configuration without `[kafka]` (a bug: check `sink.kind`).
+    pub fn kafka(&self) -> &KafkaConfig {
+        self.kafka
+            .as_ref()
+            .expect("validated: [kafka] is present for a Kafka sink")
+    }
+}
+
+/// Which sink publishes frames.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// Kafka, directly (`[kafka]`).
+    #[default]
+    Kafka,
+    /// An MQTT broker (`[mqtt]`); `edgecam bridge` moves frames on into Kafka.
+    Mqtt,
+}
+
+/// `[sink]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `kafka | mqtt`.
+    #[serde(default)]
+    pub kind: SinkKind,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MqttProtocol {
+    /// MQTT 5: headers travel as user properties, content type as the content-type property.
+    #[default]
+    V5,
+    /// MQTT 3.1.1: no properties; the payload is the image only.
+    V311,
+}
+
+/// `[mqtt]`: the broker, the frame topic, and the control plane.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker TCP port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id. Default `edgecam-<device.id>` (`edgecam-bridge-<bridge.id>` for the
+    /// bridge). Must be unique per broker.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `v5 | v311`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// Topic frames are published to; `{device}` is replaced by `device.id`.
+    #[serde(default = "default_topic_template")]
+    pub topic_template: String,
+    /// QoS of frame publishes: 0 (at most once) or 1 (at least once, default).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// MQTT 5 message expiry interval, seconds: the broker discards a frame not delivered
+    /// by then. Unset = never.
+    #[serde(default)]
+    pub message_expiry_secs: Option<NonZeroU32>,
+    /// Keep-alive interval, seconds (5–3600).
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u16,
+    /// No-traffic watchdog: when nothing at all arrives from the broker for this many
+    /// seconds, the connection is dropped and reopened. Must exceed `keep_alive_secs`.
+    #[serde(default = "default_silence_timeout_secs")]
+    pub silence_timeout_secs: u32,
+    /// MQTT 5 session expiry, seconds: how long the broker keeps this client's session
+    /// (subscriptions, queued QoS 1 messages) while it is disconnected.
+    #[serde(default = "default_session_expiry_secs")]
+    pub session_expiry_secs: u32,
+    /// QoS 1 publishes awaiting their PUBACK at once.
+    #[serde(default = "default_mqtt_in_flight")]
+    pub max_in_flight: NonZeroU16,
+    /// User name, if the broker requires one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (with `username`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Publish availability and state and accept commands under `control_prefix`.
+    #[serde(default = "default_true")]
+    pub control: bool,
+    /// Control topics: `<prefix>/<device>/status` (retained `online`/`offline`, also the
+    /// last will), `<prefix>/<device>/state` (retained JSON), `<prefix>/<device>/set/<name>`.
+    #[serde(default = "default_control_prefix")]
+    pub control_prefix: String,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_topic_template() -> String {
+    "edgecam/{device}/frame".to_string()
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_keep_alive_secs() -> u16 {
+    30
+}
+fn default_silence_timeout_secs() -> u32 {
+    90
+}
+fn default_session_expiry_secs() -> u32 {
+    3600
+}
+fn default_mqtt_in_flight() -> NonZeroU16 {
+    NonZeroU16::new(32).unwrap()
+}
+fn default_control_prefix() -> String {
+    "edgecam".to_string()
+}
+
+impl MqttConfig {
+    /// The frame topic for `device`.
+    pub fn frame_topic(&self, device: &str) -> String {
+        self.topic_template.replace("{device}", device)
+    }
 }
 
 /// `[device]`

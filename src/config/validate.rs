@@ -33,8 +33,9 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use toml::de::{DeTable, DeValue};
 
 use super::{
-    CameraFormat, Codec, Config, DeviceConfig, EncodeConfig, KafkaConfig, OverflowPolicy,
-    PipelineConfig, PropertyValue, SourceConfig, SourceKind, TransformConfig, ENV_PREFIX,
+    CameraFormat, Codec, Config, DeviceConfig, EncodeConfig, KafkaConfig, MqttConfig, MqttProtocol,
+    OverflowPolicy, PipelineConfig, PropertyValue, SinkConfig, SinkKind, SourceConfig, SourceKind,
+    TransformConfig, ENV_PREFIX,
 };
 
 /// A configuration problem. The message names the key (`encode.quality_max`), says what is
@@ -140,6 +141,7 @@ fn missing_hint(key: &str) -> String {
                 .to_string()
         }
         "kafka" => "add a [kafka] table with at least bootstrap_servers = \"host:port\"".into(),
+        "mqtt" => "add an [mqtt] table with at least host = \"broker-host\"".into(),
         _ => format!("set it in the file or with {}", env_name(key)),
     }
 }
@@ -223,6 +225,8 @@ fn table_fields(table: &str) -> Option<&'static [&'static str]> {
         "encode" => names_of::<EncodeConfig>(),
         "pipeline" => names_of::<PipelineConfig>(),
         "kafka" => names_of::<KafkaConfig>(),
+        "sink" => names_of::<SinkConfig>(),
+        "mqtt" => names_of::<MqttConfig>(),
         _ => return None,
     })
 }
@@ -235,6 +239,8 @@ fn enum_variants(type_name: &str) -> Option<&'static [&'static str]> {
         "CameraFormat" => names_of::<CameraFormat>(),
         "Codec" => names_of::<Codec>(),
         "OverflowPolicy" => names_of::<OverflowPolicy>(),
+        "SinkKind" => names_of::<SinkKind>(),
+        "MqttProtocol" => names_of::<MqttProtocol>(),
         _ => return None,
     })
 }
@@ -367,8 +373,16 @@ fn resolve_with_base(
     let mut config: Config = layered
         .try_deserialize()
         .map_err(|e| env.annotate(from_layered(e)))?;
-    for (name, value) in &env.properties {
-        config.kafka.properties.insert(name.clone(), value.clone());
+    if !env.properties.is_empty() {
+        let Some(kafka) = config.kafka.as_mut() else {
+            return Err(invalid(
+                "kafka.properties",
+                "set from the environment, but the file has no [kafka] table",
+            ));
+        };
+        for (name, value) in &env.properties {
+            kafka.properties.insert(name.clone(), value.clone());
+        }
     }
 
     check_rules(&config, base).map_err(|e| env.annotate(e))?;
@@ -841,7 +855,71 @@ fn check_rules(c: &Config, base: Option<&Path>) -> Result<(), ConfigError> {
         "pipeline.shutdown_grace_ms",
         c.pipeline.shutdown_grace_ms as i128,
     )?;
-    check_kafka(&c.kafka, &c.encode)
+    match (c.sink.kind, &c.kafka, &c.mqtt) {
+        (SinkKind::Kafka, None, _) => {
+            return Err(ConfigError::Missing {
+                key: "kafka".into(),
+            })
+        }
+        (SinkKind::Mqtt, _, None) => return Err(ConfigError::Missing { key: "mqtt".into() }),
+        _ => {}
+    }
+    if let Some(k) = &c.kafka {
+        check_kafka(k, &c.encode)?;
+    }
+    if let Some(m) = &c.mqtt {
+        check_mqtt(m)?;
+    }
+    Ok(())
+}
+
+/// Rules of `[mqtt]`, shared by the agent and the bridge.
+pub(super) fn check_mqtt(m: &MqttConfig) -> Result<(), ConfigError> {
+    if m.host.trim().is_empty() {
+        return Err(invalid("mqtt.host", "must not be empty"));
+    }
+    if m.port == 0 {
+        return Err(invalid("mqtt.port", "must be 1-65535 (got 0)"));
+    }
+    if m.qos > 1 {
+        return Err(invalid(
+            "mqtt.qos",
+            format!("must be 0 or 1 (got {})", m.qos),
+        ));
+    }
+    if !(5..=3600).contains(&m.keep_alive_secs) {
+        return Err(invalid(
+            "mqtt.keep_alive_secs",
+            format!("must be 5-3600 (got {})", m.keep_alive_secs),
+        ));
+    }
+    if m.silence_timeout_secs <= m.keep_alive_secs as u32 {
+        return Err(invalid(
+            "mqtt.silence_timeout_secs",
+            format!(
+                "must exceed mqtt.keep_alive_secs ({}), got {}",
+                m.keep_alive_secs, m.silence_timeout_secs
+            ),
+        ));
+    }
+    let t = &m.topic_template;
+    if t.is_empty() || t.contains(['+', '#', '\0']) || t.starts_with('$') {
+        return Err(invalid(
+            "mqtt.topic_template",
+            format!("must be a publishable MQTT topic without wildcards (got {t:?})"),
+        ));
+    }
+    let p = &m.control_prefix;
+    if p.is_empty() || p.contains(['+', '#', '\0']) || p.starts_with('$') {
+        return Err(invalid(
+            "mqtt.control_prefix",
+            format!("must be a topic prefix without wildcards (got {p:?})"),
+        ));
+    }
+    if m.password.is_some() && m.username.is_none() {
+        return Err(invalid("mqtt.password", "needs mqtt.username"));
+    }
+    Ok(())
 }
 
 /// Characters allowed in `device.id` and Kafka topic names.
@@ -1875,14 +1953,14 @@ mod tests {
         assert_eq!(c.encode, EncodeConfig::default());
         assert_eq!(c.encode.max_message_bytes.get(), DEFAULT_MAX_MESSAGE_BYTES);
         assert_eq!(c.pipeline, PipelineConfig::default());
-        assert_eq!(c.kafka.bootstrap_servers, "localhost:9092");
-        assert_eq!(c.kafka.topic, "edgecam.frames");
-        assert_eq!(c.kafka.error_topic, None);
-        assert_eq!(c.kafka.create_topic_partitions, None);
-        assert_eq!(c.kafka.create_topic_replication.get(), 1);
-        assert_eq!(c.kafka.max_in_flight, NonZeroUsize::new(32).unwrap());
-        assert_eq!(c.kafka.message_timeout_ms.get(), 60_000);
-        assert!(c.kafka.properties.is_empty());
+        assert_eq!(c.kafka().bootstrap_servers, "localhost:9092");
+        assert_eq!(c.kafka().topic, "edgecam.frames");
+        assert_eq!(c.kafka().error_topic, None);
+        assert_eq!(c.kafka().create_topic_partitions, None);
+        assert_eq!(c.kafka().create_topic_replication.get(), 1);
+        assert_eq!(c.kafka().max_in_flight, NonZeroUsize::new(32).unwrap());
+        assert_eq!(c.kafka().message_timeout_ms.get(), 60_000);
+        assert!(c.kafka().properties.is_empty());
     }
 
     #[test]
@@ -1909,7 +1987,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.kafka.bootstrap_servers, "b:9092");
+        assert_eq!(c.kafka().bootstrap_servers, "b:9092");
         assert_eq!(
             c.encode.max_message_bytes,
             NonZeroU32::new(500_000).unwrap()
@@ -1917,8 +1995,8 @@ mod tests {
         assert_eq!(c.source.fps, 2.5);
         assert!(!c.encode.passthrough);
         assert_eq!(c.encode.codec, Codec::Zstd);
-        assert_eq!(c.kafka.create_topic_partitions, NonZeroU32::new(6));
-        assert_eq!(c.kafka.topic, "lower.case.works");
+        assert_eq!(c.kafka().create_topic_partitions, NonZeroU32::new(6));
+        assert_eq!(c.kafka().topic, "lower.case.works");
     }
 
     #[test]
@@ -1929,8 +2007,8 @@ mod tests {
             env(&[("EDGECAM_KAFKA__BOOTSTRAP_SERVERS", "k:9092")]),
         )
         .unwrap();
-        assert_eq!(c.kafka.bootstrap_servers, "k:9092");
-        assert_eq!(c.kafka.topic, "edgecam.frames");
+        assert_eq!(c.kafka().bootstrap_servers, "k:9092");
+        assert_eq!(c.kafka().topic, "edgecam.frames");
     }
 
     #[test]
@@ -1945,7 +2023,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.device.id, "0042");
-        assert_eq!(c.kafka.topic, "1e3");
+        assert_eq!(c.kafka().topic, "1e3");
         assert_eq!(c.source.device, "007");
     }
 
@@ -1956,7 +2034,7 @@ mod tests {
              \"enable.ssl.certificate.verification\" = false\n\"queue.buffering.max.kbytes\" = 1048576",
         );
         let c = resolve(&text, no_env()).unwrap();
-        let p = &c.kafka.properties;
+        let p = &c.kafka().properties;
         assert_eq!(p.len(), 4, "{p:?}");
         assert_eq!(p["linger.ms"], PropertyValue::Int(5));
         assert_eq!(p["compression.type"], PropertyValue::Text("lz4".into()));
@@ -1980,7 +2058,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        let p = &c.kafka.properties;
+        let p = &c.kafka().properties;
         assert_eq!(p["linger.ms"], PropertyValue::Int(20));
         assert_eq!(p["compression.type"], PropertyValue::Text("lz4".into()));
         assert_eq!(p["client.id"], PropertyValue::Text("cam-01".into()));
@@ -2068,8 +2146,8 @@ mod tests {
             c.source.path.as_deref(),
             Some(Path::new("tests/fixtures/vtest-10.mjpeg"))
         );
-        assert_eq!(c.kafka.bootstrap_servers, "localhost:9092");
-        assert_eq!(c.kafka.properties["linger.ms"], PropertyValue::Int(5));
+        assert_eq!(c.kafka().bootstrap_servers, "localhost:9092");
+        assert_eq!(c.kafka().properties["linger.ms"], PropertyValue::Int(5));
         // The documented defaults are the real defaults.
         assert_eq!(c.encode, EncodeConfig::default());
         assert_eq!(c.pipeline, PipelineConfig::default());
@@ -2098,7 +2176,8 @@ mod tests {
         let mut seen: Vec<String> = Vec::new();
         let mut table = String::new();
         for line in text.lines() {
-            let line = line.trim();
+            // Optional tables are shown commented out: `# [mqtt]`.
+            let line = line.trim().trim_start_matches("# ");
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 table = name.to_string();
                 seen.push(table.clone());
@@ -2154,12 +2233,46 @@ mod tests {
                 "transform",
                 "encode",
                 "pipeline",
-                "kafka"
+                "sink",
+                "kafka",
+                "mqtt"
             ]
         );
         assert_eq!(
             names_of::<SourceKind>(),
             ["camera", "mjpeg", "images", "synthetic"]
+        );
+    }
+
+    #[test]
+    fn sink_and_mqtt_rules_name_the_key() {
+        let base = "[device]\nid = \"cam\"\n[source]\nkind = \"synthetic\"\n";
+        let mqtt = "[mqtt]\nhost = \"localhost\"\n";
+        let cases = [
+            (base.to_string(), "kafka: required key is missing"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n"), "mqtt: required key is missing"),
+            (format!("{base}[sink]\nkind = \"nats\"\n{mqtt}"), "sink.kind"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}qos = 2\n"), "mqtt.qos"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}hots = 1\n"), "mqtt.hots"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}keep_alive_secs = 60\nsilence_timeout_secs = 60\n"), "mqtt.silence_timeout_secs"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}topic_template = \"cams/+/frame\"\n"), "mqtt.topic_template"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}password = \"x\"\n"), "mqtt.password"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n[mqtt]\nhost = \"\"\n"), "mqtt.host"),
+            (format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}protocol = \"v4\"\n"), "mqtt.protocol"),
+        ];
+        for (text, needle) in cases {
+            let err = resolve(&text, no_env()).unwrap_err().to_string();
+            assert!(
+                err.contains(needle),
+                "{needle:?} not in {err:?} for\n{text}"
+            );
+        }
+        let ok = resolve(&format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}"), no_env()).unwrap();
+        assert!(ok.kafka.is_none());
+        let m = ok.mqtt.unwrap();
+        assert_eq!(
+            (m.port, m.qos, m.frame_topic("cam").as_str()),
+            (1883, 1, "edgecam/cam/frame")
         );
     }
 }
