@@ -9,6 +9,7 @@
 //! budget controller, codecs) → [`sink`] (Kafka producer, delivery reports).
 //! [`config`] resolves and validates one TOML file per device before anything opens.
 
+pub mod bench;
 pub mod config;
 pub mod consume;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod encode;
 pub mod frame;
 pub mod jpeg;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod queue;
 pub mod record;

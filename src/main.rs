@@ -76,6 +76,19 @@ enum Command {
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
     },
+    /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
+    /// footage; prints a table.
+    Bench {
+        /// Folder with the real footage (vtest MJPEG and photographs).
+        #[arg(long, default_value = "../shared/data")]
+        data_dir: PathBuf,
+        /// Timed repetitions per row; the table shows the median.
+        #[arg(long, default_value_t = 5)]
+        iterations: u32,
+        /// Skip the rows that publish into the in-process mock Kafka cluster.
+        #[arg(long)]
+        no_kafka: bool,
+    },
     /// Publish real footage through an in-process mock Kafka cluster and read it back.
     Demo {
         /// Folder for the consumed frames.
@@ -257,6 +270,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.skipped,
                 opts.output_dir.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            data_dir,
+            iterations,
+            no_kafka,
+        } => {
+            let opts = edgecam::bench::BenchOptions {
+                data_dir,
+                iterations,
+                end_to_end: !no_kafka,
+                ..Default::default()
+            };
+            let table = tokio::task::spawn_blocking(move || edgecam::bench::run(&opts)).await??;
+            println!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {

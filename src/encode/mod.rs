@@ -261,6 +261,7 @@ impl Encoder {
         let jpeg = &mut self.jpeg;
         // Prepared pixels per output size: the quality rungs share one.
         let mut prepared: HashMap<(u32, u32), RawImage> = HashMap::new();
+        let mut decoded: Vec<RawImage> = Vec::new();
         let mut encode_rung = |i: usize| -> Result<(Vec<u8>, usize), CodecError> {
             let rung = rungs[i];
             let key = (rung.width, rung.height);
@@ -268,6 +269,7 @@ impl Encoder {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(prepare(
                     jpeg,
+                    &mut decoded,
                     image,
                     format,
                     rotate,
@@ -312,8 +314,14 @@ impl Encoder {
 
 /// Produces `image` as `format` pixels, rotated by `rotate` degrees and resized to exactly
 /// `width`×`height` (the output orientation).
+///
+/// `decoded` holds this frame's decodes so far (before rotation): a rung reuses the smallest
+/// one that is large enough instead of decoding again. That matters for progressive JPEGs,
+/// where libjpeg-turbo's DCT scaling saves little and a 17.9 MP decode costs most of a
+/// second.
 fn prepare(
     jpeg: &mut codec::Jpeg,
+    decoded: &mut Vec<RawImage>,
     image: &Image,
     format: PixelFormat,
     rotate: u16,
@@ -325,15 +333,26 @@ fn prepare(
         90 | 270 => (height, width),
         _ => (width, height),
     };
-    let raw = match image {
-        Image::Jpeg(j) => jpeg.decode(&j.data, format, pw, ph)?,
-        Image::Raw(r) => {
-            let r = r.clone();
-            if format == PixelFormat::Gray8 {
-                transform::grayscale(r)
+    let fits = |r: &RawImage| r.width >= pw && r.height >= ph;
+    let cached = decoded
+        .iter()
+        .filter(|r| fits(r))
+        .min_by_key(|r| r.width as u64 * r.height as u64);
+    let raw = match (cached, image) {
+        (Some(r), _) => r.clone(),
+        (None, Image::Jpeg(j)) => {
+            let r = jpeg.decode(&j.data, format, pw, ph)?;
+            decoded.push(r.clone());
+            r
+        }
+        (None, Image::Raw(r)) => {
+            let r = if format == PixelFormat::Gray8 {
+                transform::grayscale(r.clone())
             } else {
-                r
-            }
+                r.clone()
+            };
+            decoded.push(r.clone());
+            r
         }
     };
     // Shrink before rotating: less to move.
