@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod config;
 pub mod consume;
+pub mod control;
 pub mod demo;
 pub mod encode;
 pub mod frame;
@@ -25,3 +26,4 @@ pub mod reload;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod bridge;

@@ -145,18 +145,22 @@ fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
 /// restart; keeps the running settings when the new file is invalid.
 fn reload_on_sighup(
     path: PathBuf,
-    running: config::Config,
-    tx: tokio::sync::watch::Sender<config::Config>,
+    live: Arc<edgecam::pipeline::Live>,
     metrics: Arc<edgecam::metrics::Metrics>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let producer_max = edgecam::sink::kafka::producer_max_bytes(
-        running.kafka(),
-        running.encode.max_message_bytes.get(),
-    );
+    let started = live.config.borrow().clone();
+    // The largest record the sink was set up for: librdkafka's message.max.bytes, or the
+    // MQTT client's packet limit (sized from the budget at start).
+    let sink_max = match started.sink.kind {
+        config::SinkKind::Kafka => edgecam::sink::kafka::producer_max_bytes(
+            started.kafka(),
+            started.encode.max_message_bytes.get(),
+        ),
+        config::SinkKind::Mqtt => started.encode.max_message_bytes.get(),
+    };
     tokio::spawn(async move {
-        let mut running = running;
         while hup.recv().await.is_some() {
             let new = match config::load(&path, std::env::vars()) {
                 Ok(c) => c,
@@ -166,7 +170,8 @@ fn reload_on_sighup(
                     continue;
                 }
             };
-            let plan = edgecam::reload::plan(&running, &new, producer_max);
+            let running = live.config.borrow().clone();
+            let plan = edgecam::reload::plan(&running, &new, sink_max);
             if !plan.needs_restart.is_empty() {
                 tracing::warn!(keys = ?plan.needs_restart, "SIGHUP: these changes need a restart");
             }
@@ -175,8 +180,7 @@ fn reload_on_sighup(
                 continue;
             }
             tracing::info!(keys = ?plan.live, "SIGHUP: applying live");
-            running = plan.apply.clone();
-            let _ = tx.send(plan.apply);
+            live.config.send_replace(plan.apply);
         }
     });
     Ok(())
@@ -211,20 +215,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
             let metrics = Arc::new(edgecam::metrics::Metrics::default());
-            let (reload_tx, reload_rx) = tokio::sync::watch::channel(cfg.clone());
-            reload_on_sighup(config, cfg.clone(), reload_tx, metrics.clone())?;
+            let live = Arc::new(edgecam::pipeline::Live::new(cfg.clone()));
+            reload_on_sighup(config, live.clone(), metrics.clone())?;
             let supervisor = tokio::spawn(edgecam::service::supervise(
                 metrics.clone(),
                 shutdown.clone(),
             ));
             let device = cfg.device.id.clone();
-            let result = edgecam::pipeline::run_with_reload(
-                cfg,
-                shutdown.clone(),
-                metrics.clone(),
-                reload_rx,
-            )
-            .await;
+            let result =
+                edgecam::pipeline::run_live(cfg, shutdown.clone(), metrics.clone(), live).await;
             // The source may have ended on its own: say STOPPING either way.
             shutdown.cancel();
             let _ = supervisor.await;

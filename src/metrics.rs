@@ -51,6 +51,19 @@ impl DropReason {
     }
 }
 
+/// What the last published frame looked like (for the MQTT state document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastFrame {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `jpeg`, `png` or `zstd`.
+    pub codec: &'static str,
+    /// The `edgecam.quality` header value.
+    pub quality: String,
+}
+
 /// The agent's counters. All counts are frames unless the name says bytes or ms.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -81,6 +94,10 @@ pub struct Metrics {
     /// Set once the source is open and the producer created (systemd `READY=1`).
     pub ready: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<String>>,
+    last_frame: Mutex<Option<LastFrame>>,
+    /// Wall-clock time of the last captured frame, milliseconds since the Unix epoch (0 =
+    /// none yet).
+    pub last_capture_unix_ms: AtomicU64,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
     quality: Mutex<BTreeMap<String, u64>>,
 }
@@ -101,6 +118,16 @@ impl Metrics {
     /// Remembers `message` as the most recent error (shown in systemd's `STATUS=`).
     pub fn set_last_error(&self, message: impl Into<String>) {
         *self.last_error.lock().unwrap() = Some(message.into());
+    }
+
+    /// Remembers the last encoded frame.
+    pub fn set_last_frame(&self, frame: LastFrame) {
+        *self.last_frame.lock().unwrap() = Some(frame);
+    }
+
+    /// The last encoded frame, if any.
+    pub fn last_frame(&self) -> Option<LastFrame> {
+        self.last_frame.lock().unwrap().clone()
     }
 
     /// The most recent error, if any.

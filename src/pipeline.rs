@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SinkKind};
 use crate::encode::Encoder;
 use crate::frame::Frame;
 use crate::metrics::{DropReason, Metrics};
 use crate::queue::{FrameQueue, Push};
 use crate::record::FrameRecord;
 use crate::sink::kafka::{ensure_topics, producer_config, KafkaSink, KafkaSinkError, SinkReport};
+use crate::sink::mqtt::MqttSink;
 use crate::sink::{Destination, Outgoing};
 use crate::source::{self, Source, SourceError};
 
@@ -87,8 +88,9 @@ fn source_loop(
     shutdown: &CancellationToken,
     max_frames: u64,
     device: &str,
-    mut reload: watch::Receiver<Config>,
+    live: &Live,
 ) {
+    let mut reload = live.config.subscribe();
     let _span = tracing::info_span!("source", device).entered();
     let mut seq = 0u64;
     while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
@@ -109,6 +111,17 @@ fn source_loop(
                     break;
                 }
                 metrics.captured.fetch_add(1, Relaxed);
+                metrics.last_capture_unix_ms.store(
+                    c.captured_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    Relaxed,
+                );
+                // Paused: keep capturing (the camera stays warm, the watchdog fed) but
+                // publish nothing, unless a snapshot was asked for.
+                if live.paused.load(Relaxed) && !live.snapshot.swap(false, Relaxed) {
+                    continue;
+                }
                 let frame = Frame {
                     seq,
                     frame_id: uuid::Uuid::now_v7().to_string(),
@@ -151,6 +164,26 @@ fn source_loop(
     queue.close();
 }
 
+/// The sink chosen by `sink.kind`.
+enum AnySink {
+    Kafka(KafkaSink),
+    Mqtt(Box<MqttSink>),
+}
+
+impl AnySink {
+    fn topic(&self) -> &str {
+        match self {
+            AnySink::Kafka(k) => k.topic(),
+            AnySink::Mqtt(m) => m.topic(),
+        }
+    }
+}
+
+/// `true` when dropped frames are reported to a Kafka error topic.
+fn has_error_topic(cfg: &Config) -> bool {
+    cfg.sink.kind == SinkKind::Kafka && cfg.kafka.as_ref().is_some_and(|k| k.error_topic.is_some())
+}
+
 /// A small JSON report for the error topic.
 fn error_record(device: &str, frame: &Frame, reason: &str, detail: &str) -> FrameRecord {
     let body = serde_json::json!({
@@ -189,16 +222,17 @@ fn encode_loop(
     metrics: &Metrics,
     mut reload: watch::Receiver<Config>,
 ) {
+    reload.mark_unchanged();
     let device = cfg.device.id.as_str();
     let _span = tracing::info_span!("encode", device).entered();
     let mut max = cfg.encode.max_message_bytes.get() as usize;
-    let mut error_topic = cfg.kafka().error_topic.is_some();
+    let mut error_topic = has_error_topic(cfg);
     while let Some(frame) = queue.pop() {
         if reload.has_changed().unwrap_or(false) {
             let new = reload.borrow_and_update().clone();
             encoder.reconfigure(device, new.encode.clone(), new.transform.clone());
             max = new.encode.max_message_bytes.get() as usize;
-            error_topic = new.kafka().error_topic.is_some();
+            error_topic = has_error_topic(&new);
             tracing::info!(budget_bytes = max, "encode and transform settings changed");
         }
         let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
@@ -214,6 +248,12 @@ fn encode_loop(
                     continue;
                 }
                 metrics.encoded.fetch_add(1, Relaxed);
+                metrics.set_last_frame(crate::metrics::LastFrame {
+                    width: enc.width,
+                    height: enc.height,
+                    codec: enc.codec.as_str(),
+                    quality: enc.quality.to_string(),
+                });
                 if enc.passthrough {
                     metrics.passthrough.fetch_add(1, Relaxed);
                 }
@@ -255,36 +295,92 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<RunReport, RunError> {
-    let (_keep, reload) = watch::channel(cfg.clone());
-    run_with_reload(cfg, shutdown, metrics, reload).await
+    let live = Arc::new(Live::new(cfg.clone()));
+    run_live(cfg, shutdown, metrics, live).await
 }
 
-/// [`run`], taking new live settings from `reload` (see [`crate::reload`]): the source
-/// picks up `source.fps`, the encoder `[encode]` and `[transform]`, from the next frame on.
+/// What can change while an agent runs, shared by the pipeline, SIGHUP and the MQTT control
+/// plane.
+#[derive(Debug)]
+pub struct Live {
+    /// The live settings: the source picks up `source.fps`, the encoder `[encode]` and
+    /// `[transform]`, from the next frame on (see [`crate::reload`] for what may change).
+    pub config: watch::Sender<Config>,
+    /// While `true`, frames are captured but not published (MQTT `set/paused`).
+    pub paused: std::sync::atomic::AtomicBool,
+    /// When set, the next captured frame is published even while paused; then it clears
+    /// (MQTT `set/snapshot`).
+    pub snapshot: std::sync::atomic::AtomicBool,
+}
+
+impl Live {
+    /// Live controls starting from `cfg`, not paused.
+    pub fn new(cfg: Config) -> Self {
+        Live {
+            config: watch::Sender::new(cfg),
+            paused: Default::default(),
+            snapshot: Default::default(),
+        }
+    }
+}
+
+/// [`run`] with live controls (see [`Live`]).
 ///
 /// Errors: as [`run`].
-pub async fn run_with_reload(
+pub async fn run_live(
     cfg: Config,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
-    reload: watch::Receiver<Config>,
+    live: Arc<Live>,
 ) -> Result<RunReport, RunError> {
+    let reload = live.config.subscribe();
     let started = Instant::now();
     let max_bytes = cfg.encode.max_message_bytes.get();
-    if let Some(p) = cfg.kafka().create_topic_partitions {
-        let mut topics = vec![cfg.kafka().topic.as_str()];
-        if let Some(t) = &cfg.kafka().error_topic {
-            topics.push(t);
+    let sink = match cfg.sink.kind {
+        SinkKind::Kafka => {
+            let kafka = cfg.kafka();
+            if let Some(p) = kafka.create_topic_partitions {
+                let mut topics = vec![kafka.topic.as_str()];
+                if let Some(t) = &kafka.error_topic {
+                    topics.push(t);
+                }
+                ensure_topics(
+                    &producer_config(kafka, max_bytes),
+                    &topics,
+                    p.get() as i32,
+                    kafka.create_topic_replication.get() as i32,
+                )
+                .await?;
+            }
+            AnySink::Kafka(KafkaSink::new(kafka, max_bytes, metrics.clone())?)
         }
-        ensure_topics(
-            &producer_config(cfg.kafka(), max_bytes),
-            &topics,
-            p.get() as i32,
-            cfg.kafka().create_topic_replication.get() as i32,
-        )
-        .await?;
-    }
-    let sink = KafkaSink::new(cfg.kafka(), max_bytes, metrics.clone())?;
+        SinkKind::Mqtt => AnySink::Mqtt(Box::new(
+            MqttSink::new(
+                cfg.mqtt
+                    .as_ref()
+                    .expect("validated: [mqtt] is present for an MQTT sink"),
+                &cfg.device.id,
+                max_bytes,
+                metrics.clone(),
+            )
+            .with_control(live.clone()),
+        )),
+    };
+    // With a Kafka sink, an [mqtt] table still gives the device its control plane, on a
+    // connection that carries no frames. It ends when `_control_input` is dropped.
+    let (_control_input, control_task) = match (&cfg.sink.kind, &cfg.mqtt) {
+        (SinkKind::Kafka, Some(m)) if m.control => {
+            let (tx, rx) = mpsc::channel(1);
+            let control = MqttSink::new(m, &cfg.device.id, max_bytes, metrics.clone())
+                .with_control(live.clone());
+            let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
+            (
+                Some(tx),
+                Some(tokio::spawn(control.run(rx, shutdown.clone(), grace))),
+            )
+        }
+        _ => (None, None),
+    };
     let encoder = Encoder::new(&cfg.device.id, cfg.encode.clone(), cfg.transform.clone())?;
 
     let src = {
@@ -303,7 +399,7 @@ pub async fn run_with_reload(
     tracing::info!(
         device = cfg.device.id,
         source = src.describe(),
-        topic = cfg.kafka().topic,
+        topic = sink.topic(),
         budget_bytes = max_bytes,
         "running"
     );
@@ -320,12 +416,8 @@ pub async fn run_with_reload(
         std::thread::Builder::new()
             .name("edgecam-source".into())
             .spawn({
-                let reload = reload.clone();
-                move || {
-                    source_loop(
-                        src, &queue, &metrics, &shutdown, max_frames, &device, reload,
-                    )
-                }
+                let live = live.clone();
+                move || source_loop(src, &queue, &metrics, &shutdown, max_frames, &device, &live)
             })
             .expect("spawn source thread")
     };
@@ -338,13 +430,20 @@ pub async fn run_with_reload(
     };
     metrics.ready.store(true, Relaxed);
     let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
-    let report = sink.run(rx, shutdown.clone(), grace).await;
+    let report = match sink {
+        AnySink::Kafka(k) => k.run(rx, shutdown.clone(), grace).await,
+        AnySink::Mqtt(m) => m.run(rx, shutdown.clone(), grace).await,
+    };
     // The sink returns once the encoder closed its channel or the grace period ended.
     queue.close();
     let _ = tokio::task::spawn_blocking(move || {
         let _ = encoder_thread.join();
     })
     .await;
+    drop(_control_input);
+    if let Some(t) = control_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     // The source thread may be blocked in a read (a silent pipe); it ends at its next frame
     // and holds nothing that needs flushing, so it is not waited for.
     drop(source_thread);

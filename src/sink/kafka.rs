@@ -174,6 +174,11 @@ impl KafkaSink {
         })
     }
 
+    /// The frame topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     fn topic_for(&self, d: Destination) -> Option<&str> {
         match d {
             Destination::Frames => Some(&self.topic),

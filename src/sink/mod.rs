@@ -1,6 +1,7 @@
-//! Where frames go. Today: Kafka ([`kafka`]).
+//! Where frames go: Kafka ([`kafka`]) or an MQTT broker ([`mqtt`]).
 
 pub mod kafka;
+pub mod mqtt;
 
 use crate::record::FrameRecord;
 

@@ -1,0 +1,581 @@
+//! From one MQTT message to one Kafka record, or to the reason it cannot be one.
+//!
+//! Pure functions: no I/O, so every rule is unit-tested here.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+use super::config::{valid_device_id, InputConfig, InputFormat, TopicPattern};
+use super::metrics::RejectReason;
+use crate::record::{header, record_size};
+
+/// A record ready to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Kafka key (the device id), or none for dead letters whose device is unknown.
+    pub key: Option<String>,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+    /// The value.
+    pub value: Bytes,
+}
+
+impl Record {
+    /// Whole-record size as [`record_size`] counts it.
+    pub fn size(&self) -> usize {
+        record_size(
+            self.key.as_ref().map_or(0, String::len),
+            self.headers.iter().map(|(k, v)| (k.len(), v.len())),
+            self.value.len(),
+        )
+    }
+
+    #[cfg(test)]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a message is rejected, with details for the log and the dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub reason: RejectReason,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The device id, when the topic gave a valid one.
+    pub device: Option<String>,
+}
+
+/// One input with its parsed pattern.
+#[derive(Debug, Clone)]
+pub(crate) struct Input {
+    pub pattern: TopicPattern,
+    pub format: InputFormat,
+}
+
+impl Input {
+    pub fn new(cfg: &InputConfig, pattern: TopicPattern) -> Self {
+        Input {
+            pattern,
+            format: cfg.format,
+        }
+    }
+}
+
+/// What the payload of a raw input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sniffed {
+    pub content_type: &'static str,
+    pub codec: &'static str,
+    pub width: u32,
+    pub height: u32,
+    /// `1`–`100`, `unknown` (JPEG without DQT) or `lossless`.
+    pub quality: Option<u8>,
+    pub lossless: bool,
+}
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+/// Recognises a JPEG (SOF dimensions, DQT quality estimate) or a PNG (IHDR dimensions).
+pub(crate) fn sniff(payload: &[u8]) -> Result<Sniffed, String> {
+    if payload.starts_with(&[0xFF, 0xD8]) {
+        let h = crate::jpeg::header(payload).map_err(|e| e.to_string())?;
+        return Ok(Sniffed {
+            content_type: "image/jpeg",
+            codec: "jpeg",
+            width: h.width,
+            height: h.height,
+            quality: h.quality,
+            lossless: false,
+        });
+    }
+    if payload.starts_with(&PNG_SIGNATURE) {
+        // Signature, then the IHDR chunk: length (13), "IHDR", width, height (big-endian).
+        let ihdr = payload
+            .get(8..24)
+            .ok_or_else(|| "truncated PNG: no IHDR chunk".to_string())?;
+        if &ihdr[4..8] != b"IHDR" {
+            return Err("PNG does not start with an IHDR chunk".into());
+        }
+        let width = u32::from_be_bytes(ihdr[8..12].try_into().unwrap());
+        let height = u32::from_be_bytes(ihdr[12..16].try_into().unwrap());
+        if width == 0 || height == 0 {
+            return Err("PNG has a zero dimension".into());
+        }
+        return Ok(Sniffed {
+            content_type: "image/png",
+            codec: "png",
+            width,
+            height,
+            quality: None,
+            lossless: true,
+        });
+    }
+    Err("neither JPEG (FF D8) nor PNG signature".into())
+}
+
+/// Headers an edgecam-format message must carry (as user properties, the content type as
+/// the content-type property).
+pub(crate) const REQUIRED: [&str; 5] = [
+    header::DEVICE,
+    header::SEQ,
+    header::FRAME_ID,
+    header::CAPTURED_AT,
+    header::CONTENT_TYPE,
+];
+
+/// Per-bridge state the conversion needs: the next sequence number of each raw device.
+#[derive(Debug, Default)]
+pub(crate) struct RawSeqs(HashMap<String, u64>);
+
+impl RawSeqs {
+    fn peek(&self, device: &str) -> u64 {
+        self.0.get(device).copied().unwrap_or(0)
+    }
+
+    fn commit(&mut self, device: &str, seq: u64) {
+        self.0.insert(device.to_string(), seq + 1);
+    }
+}
+
+/// Converts one message. `topic` is the raw topic bytes (rumqttc does not check UTF-8 of
+/// topics), `max_bytes` the whole-record budget, `now` the receive time.
+pub(crate) fn convert(
+    inputs: &[Input],
+    topic: &[u8],
+    properties: Option<&PublishProperties>,
+    payload: &Bytes,
+    max_bytes: usize,
+    seqs: &mut RawSeqs,
+    now: SystemTime,
+) -> Result<Record, Rejection> {
+    let reject = |reason, detail: String, device: Option<&str>| Rejection {
+        reason,
+        detail,
+        device: device.map(str::to_string),
+    };
+    let Ok(topic) = std::str::from_utf8(topic) else {
+        return Err(reject(
+            RejectReason::InvalidUtf8,
+            "topic is not UTF-8".into(),
+            None,
+        ));
+    };
+    let Some((input, device)) = inputs
+        .iter()
+        .find_map(|i| i.pattern.device_of(topic).map(|d| (i, d)))
+    else {
+        return Err(reject(
+            RejectReason::TopicMismatch,
+            format!("topic {topic:?} matches no bridge.inputs pattern"),
+            None,
+        ));
+    };
+    if !valid_device_id(device) {
+        return Err(reject(
+            RejectReason::TopicMismatch,
+            format!(
+                "device level {device:?} of topic {topic:?} is not a device id (1-128 of \
+                 A-Z a-z 0-9 . _ -)"
+            ),
+            None,
+        ));
+    }
+    if payload.is_empty() {
+        return Err(reject(
+            RejectReason::EmptyPayload,
+            "empty payload".into(),
+            Some(device),
+        ));
+    }
+    let record = match input.format {
+        InputFormat::Edgecam => edgecam_record(device, properties, payload)
+            .map_err(|(reason, detail)| reject(reason, detail, Some(device)))?,
+        InputFormat::Raw => {
+            let s = sniff(payload)
+                .map_err(|d| reject(RejectReason::NotAnImage, d, Some(device)))?;
+            let seq = seqs.peek(device);
+            let quality = match (s.lossless, s.quality) {
+                (true, _) => "lossless".to_string(),
+                (false, Some(q)) => q.to_string(),
+                (false, None) => "unknown".to_string(),
+            };
+            let headers = vec![
+                (header::DEVICE.to_string(), device.to_string()),
+                (header::SEQ.to_string(), seq.to_string()),
+                (
+                    header::FRAME_ID.to_string(),
+                    uuid::Uuid::now_v7().to_string(),
+                ),
+                (
+                    header::CAPTURED_AT.to_string(),
+                    humantime::format_rfc3339_micros(now).to_string(),
+                ),
+                (header::CONTENT_TYPE.to_string(), s.content_type.to_string()),
+                (header::WIDTH.to_string(), s.width.to_string()),
+                (header::HEIGHT.to_string(), s.height.to_string()),
+                (header::CODEC.to_string(), s.codec.to_string()),
+                (header::QUALITY.to_string(), quality),
+            ];
+            let r = Record {
+                key: Some(device.to_string()),
+                headers,
+                value: payload.clone(),
+            };
+            if r.size() <= max_bytes {
+                seqs.commit(device, seq);
+            }
+            r
+        }
+    };
+    let size = record.size();
+    if size > max_bytes {
+        return Err(reject(
+            RejectReason::OverBudget,
+            format!("record of {size} bytes exceeds bridge.max_message_bytes ({max_bytes})"),
+            Some(device),
+        ));
+    }
+    Ok(record)
+}
+
+fn edgecam_record(
+    device: &str,
+    properties: Option<&PublishProperties>,
+    payload: &Bytes,
+) -> Result<Record, (RejectReason, String)> {
+    let headers = properties
+        .map(crate::mqtt::properties_to_headers)
+        .unwrap_or_default();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|n| get(n).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            RejectReason::MissingProperties,
+            format!("missing MQTT 5 properties: {}", missing.join(", ")),
+        ));
+    }
+    let d = get(header::DEVICE).unwrap_or_default();
+    if d != device {
+        return Err((
+            RejectReason::InvalidProperties,
+            format!("{} is {d:?} but the topic says {device:?}", header::DEVICE),
+        ));
+    }
+    let seq = get(header::SEQ).unwrap_or_default();
+    if seq.parse::<u64>().is_err() {
+        return Err((
+            RejectReason::InvalidProperties,
+            format!("{} is {seq:?}, not an unsigned integer", header::SEQ),
+        ));
+    }
+    let id = get(header::FRAME_ID).unwrap_or_default();
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err((
+            RejectReason::InvalidProperties,
+            format!("{} is {id:?}, not a UUID", header::FRAME_ID),
+        ));
+    }
+    if let Some((k, _)) = headers.iter().find(|(k, _)| k.is_empty()) {
+        return Err((
+            RejectReason::InvalidProperties,
+            format!("empty user property name {k:?}"),
+        ));
+    }
+    Ok(Record {
+        key: Some(device.to_string()),
+        headers,
+        value: payload.clone(),
+    })
+}
+
+/// The dead-letter record for a rejected message: key = device when known, headers
+/// `edgecam.reason`, `edgecam.mqtt_topic`, `edgecam.detail`, `edgecam.payload_bytes`, then
+/// the message's own properties; value = the payload, or empty when the record would not fit
+/// `max_bytes` (then the properties are dropped too, and `edgecam.truncated = true`).
+pub(crate) fn dead_letter(
+    rejection: &Rejection,
+    topic: &[u8],
+    properties: Option<&PublishProperties>,
+    payload: &Bytes,
+    max_bytes: usize,
+) -> Record {
+    let mut topic_text = String::from_utf8_lossy(topic).into_owned();
+    // Keep the header small enough for any budget.
+    truncate_chars(&mut topic_text, 1024);
+    let mut detail = rejection.detail.clone();
+    truncate_chars(&mut detail, 1024);
+    let base = vec![
+        (
+            super::REASON_HEADER.to_string(),
+            rejection.reason.as_str().to_string(),
+        ),
+        (super::MQTT_TOPIC_HEADER.to_string(), topic_text),
+        (super::DETAIL_HEADER.to_string(), detail),
+        (
+            super::PAYLOAD_BYTES_HEADER.to_string(),
+            payload.len().to_string(),
+        ),
+    ];
+    let mut full = base.clone();
+    if let Some(p) = properties {
+        full.extend(crate::mqtt::properties_to_headers(p));
+    }
+    let r = Record {
+        key: rejection.device.clone(),
+        headers: full,
+        value: payload.clone(),
+    };
+    if r.size() <= max_bytes {
+        return r;
+    }
+    let mut headers = base;
+    headers.push((super::TRUNCATED_HEADER.to_string(), "true".to_string()));
+    Record {
+        key: rejection.device.clone(),
+        headers,
+        value: Bytes::new(),
+    }
+}
+
+fn truncate_chars(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Vec<Input> {
+        vec![
+            Input {
+                pattern: TopicPattern::parse("edgecam/{device}/frame").unwrap(),
+                format: InputFormat::Edgecam,
+            },
+            Input {
+                pattern: TopicPattern::parse("cameras/{device}/jpeg").unwrap(),
+                format: InputFormat::Raw,
+            },
+        ]
+    }
+
+    fn jpeg(w: u32, h: u32, q: u8) -> Bytes {
+        let px: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+            .encode(&px, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out.into()
+    }
+
+    fn png(w: u32, h: u32) -> Bytes {
+        let px: Vec<u8> = (0..w * h).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        image::ImageEncoder::write_image(
+            image::codecs::png::PngEncoder::new(&mut out),
+            &px,
+            w,
+            h,
+            image::ExtendedColorType::L8,
+        )
+        .unwrap();
+        out.into()
+    }
+
+    fn edgecam_props(device: &str, seq: u64) -> PublishProperties {
+        let id = uuid::Uuid::now_v7().to_string();
+        let seq = seq.to_string();
+        crate::mqtt::headers_to_properties(
+            [
+                (header::DEVICE, device),
+                (header::SEQ, seq.as_str()),
+                (header::FRAME_ID, id.as_str()),
+                (header::CAPTURED_AT, "2024-01-01T00:00:00.000000Z"),
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::WIDTH, "8"),
+            ],
+            None,
+        )
+    }
+
+    fn conv(
+        topic: &str,
+        props: Option<&PublishProperties>,
+        payload: &Bytes,
+        seqs: &mut RawSeqs,
+    ) -> Result<Record, Rejection> {
+        convert(
+            &inputs(),
+            topic.as_bytes(),
+            props,
+            payload,
+            100_000,
+            seqs,
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn edgecam_properties_become_headers_one_to_one() {
+        let p = edgecam_props("cam-1", 7);
+        let payload = jpeg(8, 8, 80);
+        let r = conv("edgecam/cam-1/frame", Some(&p), &payload, &mut RawSeqs::default()).unwrap();
+        assert_eq!(r.key.as_deref(), Some("cam-1"));
+        assert_eq!(r.value, payload);
+        assert_eq!(r.headers, crate::mqtt::properties_to_headers(&p));
+        assert_eq!(r.header("content-type"), Some("image/jpeg"));
+        assert_eq!(r.header("edgecam.seq"), Some("7"));
+    }
+
+    #[test]
+    fn raw_payloads_get_sniffed_headers_and_bridge_sequence() {
+        let mut seqs = RawSeqs::default();
+        for i in 0..3u64 {
+            let payload = jpeg(16 + i as u32, 9, 75);
+            let r = conv("cameras/esp-1/jpeg", None, &payload, &mut seqs).unwrap();
+            assert_eq!(r.header("edgecam.seq"), Some(i.to_string().as_str()));
+            assert_eq!(r.header("edgecam.device"), Some("esp-1"));
+            assert_eq!(r.header("content-type"), Some("image/jpeg"));
+            assert_eq!(r.header("edgecam.codec"), Some("jpeg"));
+            assert_eq!(r.header("edgecam.width"), Some((16 + i).to_string().as_str()));
+            assert_eq!(r.header("edgecam.height"), Some("9"));
+            let q: u8 = r.header("edgecam.quality").unwrap().parse().unwrap();
+            assert!(q.abs_diff(75) <= 2, "{q}");
+            humantime::parse_rfc3339(r.header("edgecam.captured_at").unwrap()).unwrap();
+            uuid::Uuid::parse_str(r.header("edgecam.frame_id").unwrap()).unwrap();
+        }
+        // Another device counts from 0.
+        let r = conv("cameras/esp-2/jpeg", None, &png(5, 4), &mut seqs).unwrap();
+        assert_eq!(r.header("edgecam.seq"), Some("0"));
+        assert_eq!(r.header("content-type"), Some("image/png"));
+        assert_eq!(r.header("edgecam.codec"), Some("png"));
+        assert_eq!(r.header("edgecam.quality"), Some("lossless"));
+        assert_eq!(
+            (r.header("edgecam.width"), r.header("edgecam.height")),
+            (Some("5"), Some("4"))
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_rejected_by_reason() {
+        let mut seqs = RawSeqs::default();
+        let reason = |r: Result<Record, Rejection>| r.unwrap_err().reason;
+        let img = jpeg(8, 8, 80);
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &Bytes::new(), &mut seqs)),
+            RejectReason::EmptyPayload
+        );
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &Bytes::from_static(b"hello"), &mut seqs)),
+            RejectReason::NotAnImage
+        );
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &img.slice(..20), &mut seqs)),
+            RejectReason::NotAnImage
+        );
+        assert_eq!(
+            reason(conv("cameras//jpeg", None, &img, &mut seqs)),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(conv("cameras/bad device/jpeg", None, &img, &mut seqs)),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(conv("old/esp-1/jpeg", None, &img, &mut seqs)),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(conv("edgecam/cam-1/frame", None, &img, &mut seqs)),
+            RejectReason::MissingProperties
+        );
+        let p = edgecam_props("other", 1);
+        assert_eq!(
+            reason(conv("edgecam/cam-1/frame", Some(&p), &img, &mut seqs)),
+            RejectReason::InvalidProperties
+        );
+        let big = Bytes::from(vec![0xFFu8; 100_000]);
+        let p = edgecam_props("cam-1", 1);
+        assert_eq!(
+            reason(conv("edgecam/cam-1/frame", Some(&p), &big, &mut seqs)),
+            RejectReason::OverBudget
+        );
+        let mut big_jpeg = img.to_vec();
+        big_jpeg.resize(99_900, 0);
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &big_jpeg.into(), &mut seqs)),
+            RejectReason::OverBudget
+        );
+        assert_eq!(
+            reason(convert(
+                &inputs(),
+                b"cameras/\xff/jpeg",
+                None,
+                &img,
+                100_000,
+                &mut seqs,
+                SystemTime::now()
+            )),
+            RejectReason::InvalidUtf8
+        );
+        // None of the rejected raw frames used up a sequence number.
+        let r = conv("cameras/esp-1/jpeg", None, &img, &mut seqs).unwrap();
+        assert_eq!(r.header("edgecam.seq"), Some("0"));
+    }
+
+    #[test]
+    fn dead_letters_carry_the_reason_and_fit_the_budget() {
+        let rej = Rejection {
+            reason: RejectReason::OverBudget,
+            detail: "too big".into(),
+            device: Some("cam-1".into()),
+        };
+        let p = edgecam_props("cam-1", 1);
+        let small = Bytes::from_static(b"abc");
+        let d = dead_letter(&rej, b"edgecam/cam-1/frame", Some(&p), &small, 10_000);
+        assert_eq!(d.header("edgecam.reason"), Some("over_budget"));
+        assert_eq!(d.header("edgecam.mqtt_topic"), Some("edgecam/cam-1/frame"));
+        assert_eq!(d.header("edgecam.payload_bytes"), Some("3"));
+        assert_eq!(d.header("edgecam.seq"), Some("1"));
+        assert_eq!(d.value, small);
+        let big = Bytes::from(vec![1u8; 20_000]);
+        let d = dead_letter(&rej, b"edgecam/cam-1/frame", Some(&p), &big, 10_000);
+        assert!(d.value.is_empty());
+        assert_eq!(d.header("edgecam.truncated"), Some("true"));
+        assert_eq!(d.header("edgecam.payload_bytes"), Some("20000"));
+        assert!(d.size() <= 10_000);
+    }
+
+    #[test]
+    fn sniff_never_panics_on_prefixes() {
+        let j = jpeg(8, 8, 50);
+        let p = png(3, 3);
+        for n in 0..j.len().min(700) {
+            let _ = sniff(&j[..n]);
+        }
+        for n in 0..p.len() {
+            let _ = sniff(&p[..n]);
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Counters of one bridge, shared with whoever watches it (tests, the summary at exit).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Why a message was not forwarded to `kafka.topic`. Every rejected message is counted under
+/// one of these, dead-lettered (when `bridge.dead_letter_topic` is set) and acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectReason {
+    /// The whole Kafka record would exceed `bridge.max_message_bytes`. (Messages larger than
+    /// the bridge's MQTT maximum packet size, `max_message_bytes` + 64 KiB, are discarded by
+    /// the broker itself, as MQTT 5 requires, and never reach the bridge.)
+    OverBudget,
+    /// Zero-byte payload.
+    EmptyPayload,
+    /// A `raw` input whose payload is neither a readable JPEG nor a PNG.
+    NotAnImage,
+    /// The topic matches no input pattern (e.g. a subscription left in the persistent session
+    /// by an older configuration), or its `{device}` level is not a device id (empty, or
+    /// characters outside `A-Z a-z 0-9 . _ -`).
+    TopicMismatch,
+    /// An `edgecam` input without a required property (`edgecam.device`, `edgecam.seq`,
+    /// `edgecam.frame_id`, `edgecam.captured_at`, content type).
+    MissingProperties,
+    /// An `edgecam` input whose properties are malformed: `edgecam.device` differs from the
+    /// topic's device, `edgecam.seq` not a number, `edgecam.frame_id` not a UUID.
+    InvalidProperties,
+    /// A topic that is not UTF-8. (Brokers and rumqttc reject invalid UTF-8 in topics and
+    /// properties before the bridge sees it; counted if it ever gets through.)
+    InvalidUtf8,
+    /// Kafka refused the record permanently as malformed or too large for the cluster.
+    DeliveryRejected,
+}
+
+impl RejectReason {
+    /// Name in logs, the summary and the `edgecam.reason` dead-letter header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::OverBudget => "over_budget",
+            RejectReason::EmptyPayload => "empty_payload",
+            RejectReason::NotAnImage => "not_an_image",
+            RejectReason::TopicMismatch => "topic_mismatch",
+            RejectReason::MissingProperties => "missing_properties",
+            RejectReason::InvalidProperties => "invalid_properties",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::DeliveryRejected => "delivery_rejected",
+        }
+    }
+}
+
+/// The bridge's counters. Counts are MQTT messages unless the name says otherwise.
+#[derive(Debug, Default)]
+pub struct BridgeMetrics {
+    /// Messages taken from the broker (QoS 0 and 1; a redelivered message counts again).
+    pub received: AtomicU64,
+    /// Records Kafka confirmed in `kafka.topic`.
+    pub forwarded: AtomicU64,
+    /// Bytes of those records (whole record, as [`crate::record::record_size`] counts).
+    pub forwarded_bytes: AtomicU64,
+    /// Records Kafka confirmed in `bridge.dead_letter_topic`.
+    pub dead_lettered: AtomicU64,
+    /// Rejected messages dropped without a dead letter (no dead-letter topic configured, or
+    /// the dead letter itself was refused).
+    pub discarded: AtomicU64,
+    /// PUBACKs written to the broker connection (QoS 1 messages fully handled).
+    pub acked: AtomicU64,
+    /// Deliveries that failed and were sent again.
+    pub delivery_retries: AtomicU64,
+    /// Successful MQTT connections (CONNACK received), including the first.
+    pub connections: AtomicU64,
+    /// Connections lost or dropped by the no-traffic watchdog.
+    pub disconnects: AtomicU64,
+    /// SUBACKs that granted every filter.
+    pub subscribed: AtomicU64,
+    /// Messages handled but not acknowledged because their connection had dropped (the
+    /// broker sends them again).
+    pub stale: AtomicU64,
+    rejected: Mutex<BTreeMap<RejectReason, u64>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl BridgeMetrics {
+    /// Counts one rejected message.
+    pub fn reject(&self, reason: RejectReason) {
+        *self.rejected.lock().unwrap().entry(reason).or_default() += 1;
+    }
+
+    /// Rejected messages so far, by reason.
+    pub fn rejected(&self) -> BTreeMap<RejectReason, u64> {
+        self.rejected.lock().unwrap().clone()
+    }
+
+    /// Rejected messages of one reason.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.rejected
+            .lock()
+            .unwrap()
+            .get(&reason)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Remembers the most recent error.
+    pub fn set_last_error(&self, message: impl Into<String>) {
+        *self.last_error.lock().unwrap() = Some(message.into());
+    }
+
+    /// The most recent error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap().clone()
+    }
+
+    /// A plain-text multi-line summary for the end of `edgecam bridge`.
+    pub fn summary(&self, elapsed_secs: f64) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let forwarded = self.forwarded.load(Relaxed);
+        let bytes = self.forwarded_bytes.load(Relaxed);
+        let _ = writeln!(
+            s,
+            "messages: received {} forwarded {} dead-lettered {} discarded {} acked {} \
+             delivery retries {}",
+            self.received.load(Relaxed),
+            forwarded,
+            self.dead_lettered.load(Relaxed),
+            self.discarded.load(Relaxed),
+            self.acked.load(Relaxed),
+            self.delivery_retries.load(Relaxed),
+        );
+        for (reason, n) in self.rejected() {
+            let _ = writeln!(s, "  rejected {}: {}", reason.as_str(), n);
+        }
+        let _ = writeln!(
+            s,
+            "mqtt: {} connections, {} disconnects, {} handled on a dropped connection",
+            self.connections.load(Relaxed),
+            self.disconnects.load(Relaxed),
+            self.stale.load(Relaxed),
+        );
+        let secs = elapsed_secs.max(1e-9);
+        let _ = write!(
+            s,
+            "throughput: {:.1} records/s, {:.2} MB/s over {:.2} s",
+            forwarded as f64 / secs,
+            bytes as f64 / secs / 1e6,
+            elapsed_secs
+        );
+        s
+    }
+}

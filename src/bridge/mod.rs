@@ -1,0 +1,847 @@
+//! `edgecam bridge`: drains MQTT topic filters into Kafka, at least once.
+//!
+//! Many sensors publish to one MQTT broker; one bridge subscribes and produces into Kafka, so
+//! N sensors and M consumers need N + M connections instead of N × M.
+//!
+//! # Inputs
+//!
+//! Each `[[bridge.inputs]]` is a topic pattern with one `{device}` level (subscribed with that
+//! level as `+`) and a format:
+//!
+//! * `edgecam`: frames from edgecam's own MQTT sink. MQTT 5 user properties become Kafka
+//!   headers 1:1, the content-type property the `content-type` header
+//!   ([`crate::mqtt::properties_to_headers`]).
+//! * `raw`: foreign payloads (an ESP32-CAM publishing bare JPEG, MQTT 3.1.1 or 5). The bridge
+//!   writes the edgecam headers itself: `edgecam.device` from the topic, `edgecam.seq`
+//!   counted per device from 0 at bridge start, `edgecam.frame_id` (UUIDv7),
+//!   `edgecam.captured_at` (receive time), and `content-type`, `edgecam.width`/`height`,
+//!   `edgecam.codec`, `edgecam.quality` sniffed from the JPEG (SOF, DQT estimate or
+//!   `unknown`) or PNG (IHDR, `lossless`).
+//!
+//! The record key is the device id, so one device's frames stay in one partition, in the
+//! order they arrived (the producer is idempotent; a record sent again after a failed
+//! delivery may land after later ones, `edgecam.seq` restores the order).
+//!
+//! # Delivery guarantee
+//!
+//! The bridge uses a persistent MQTT 5 session (`clean_start = false`,
+//! `mqtt.session_expiry_secs`), so the broker queues QoS 1 messages while the bridge is away,
+//! and manual acknowledgements: a QoS 1 message's PUBACK is sent only after Kafka's delivery
+//! report said delivered (to `kafka.topic`, or to the dead-letter topic for a rejected
+//! message), in the order the messages arrived, and only on the connection the message came
+//! in on. Killing the bridge at any moment therefore loses nothing the broker handed over: an
+//! unacknowledged message is delivered again (and may then be in Kafka twice;
+//! `edgecam.frame_id` identifies it). The MQTT receive maximum is `kafka.max_in_flight`:
+//! the broker never has more unacknowledged messages out to the bridge, and the bridge never
+//! holds more than that many messages between MQTT and Kafka.
+//!
+//! # Bad input
+//!
+//! A message that cannot become a frame record ([`RejectReason`]) is counted, sent to
+//! `bridge.dead_letter_topic` when set (headers [`REASON_HEADER`], [`MQTT_TOPIC_HEADER`],
+//! [`DETAIL_HEADER`], [`PAYLOAD_BYTES_HEADER`], then the message's own properties; the
+//! payload as value when it fits the budget), and then acknowledged: the bridge keeps going.
+//!
+//! # Connection
+//!
+//! The rumqttc event loop is polled in a task of its own that forwards messages over a
+//! bounded channel; each connection gets a fresh client and event loop, so an
+//! acknowledgement can never leak onto a later connection. Errors reconnect with backoff
+//! (250 ms doubling to 10 s); a no-traffic watchdog (`mqtt.silence_timeout_secs`) drops a
+//! connection that went silent. Subscriptions are (re)sent on the first connection and
+//! whenever the broker reports no session.
+
+pub mod config;
+mod input;
+mod metrics;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern};
+pub use metrics::{BridgeMetrics, RejectReason};
+
+use input::{Input, RawSeqs, Record, Rejection};
+
+/// Dead-letter header: the [`RejectReason`] name, e.g. `over_budget`.
+pub const REASON_HEADER: &str = "edgecam.reason";
+/// Dead-letter header: the MQTT topic the message came from (lossy UTF-8, at most 1 KiB).
+pub const MQTT_TOPIC_HEADER: &str = "edgecam.mqtt_topic";
+/// Dead-letter header: what exactly was wrong, for people (at most 1 KiB).
+pub const DETAIL_HEADER: &str = "edgecam.detail";
+/// Dead-letter header: the payload's size in bytes.
+pub const PAYLOAD_BYTES_HEADER: &str = "edgecam.payload_bytes";
+/// Dead-letter header, `true` when the payload and properties were left out because the
+/// dead letter would not fit `bridge.max_message_bytes`.
+pub const TRUNCATED_HEADER: &str = "edgecam.truncated";
+
+/// Reconnect backoff: first delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Reconnect backoff: largest delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A connection that lasted this long resets the backoff.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+/// Delay before a record Kafka could not deliver is sent again.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Delay before a record refused for a cluster-side reason (unknown topic, authorisation) is
+/// sent again.
+const SLOW_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// After the last delivery at shutdown: how long to wait for PUBACKs and DISCONNECT to go out.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the bridge could not start. Connection problems (MQTT or Kafka) after start are retried,
+/// not returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// librdkafka refused the producer configuration (e.g. an unknown property in
+    /// `kafka.properties`).
+    #[error("kafka producer configuration: {0}")]
+    Kafka(KafkaError),
+    /// Creating `kafka.topic` / `bridge.dead_letter_topic` failed
+    /// (`kafka.create_topic_partitions` is set).
+    #[error(transparent)]
+    CreateTopic(crate::sink::kafka::KafkaSinkError),
+}
+
+/// What one [`run`] did. Counts are MQTT messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeReport {
+    /// Messages taken from the broker (redeliveries count again).
+    pub received: u64,
+    /// Records delivered to `kafka.topic`.
+    pub forwarded: u64,
+    /// Records delivered to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Rejected messages dropped without a dead letter.
+    pub discarded: u64,
+    /// PUBACKs written to the broker connection.
+    pub acked: u64,
+    /// Rejected messages by reason.
+    pub rejected: BTreeMap<RejectReason, u64>,
+    /// Messages still undelivered when the shutdown grace period ended (not acknowledged:
+    /// the broker delivers them again).
+    pub undelivered: u64,
+    /// MQTT connections made.
+    pub connections: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// Runs the bridge until `shutdown` is cancelled: connects to the broker (retrying forever),
+/// subscribes to every input, forwards messages to Kafka and acknowledges them after
+/// delivery. On shutdown it stops taking messages, waits up to `bridge.shutdown_grace_ms`
+/// for the deliveries in flight, acknowledges what was delivered and disconnects (the session
+/// stays on the broker for `mqtt.session_expiry_secs`).
+///
+/// `metrics` is updated live. Errors: [`BridgeError`] when the producer cannot be created or
+/// topics cannot be created at start; nothing after start is an error.
+pub async fn run(
+    cfg: BridgeFile,
+    shutdown: CancellationToken,
+    metrics: Arc<BridgeMetrics>,
+) -> Result<BridgeReport, BridgeError> {
+    let started = Instant::now();
+    let max_bytes = cfg.bridge.max_message_bytes.get();
+    let producer_config = crate::sink::kafka::producer_config(&cfg.kafka, max_bytes);
+    if let Some(partitions) = cfg.kafka.create_topic_partitions {
+        let mut topics = vec![cfg.kafka.topic.as_str()];
+        if let Some(dl) = &cfg.bridge.dead_letter_topic {
+            topics.push(dl);
+        }
+        crate::sink::kafka::ensure_topics(
+            &producer_config,
+            &topics,
+            partitions.get() as i32,
+            cfg.kafka.create_topic_replication.get() as i32,
+        )
+        .await
+        .map_err(BridgeError::CreateTopic)?;
+    }
+    let producer: FutureProducer = producer_config.create().map_err(BridgeError::Kafka)?;
+
+    let max_in_flight = cfg.kafka.max_in_flight.get().min(u16::MAX as usize);
+    let patterns = cfg.patterns();
+    let filters: Vec<Filter> = cfg
+        .bridge
+        .inputs
+        .iter()
+        .zip(&patterns)
+        .map(|(i, p)| {
+            let mut f = Filter::new(p.filter(), crate::mqtt::qos(i.qos));
+            // Retained messages only when the subscription is new, not on every restart.
+            f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+            f
+        })
+        .collect();
+    let inputs: Vec<Input> = cfg
+        .bridge
+        .inputs
+        .iter()
+        .zip(patterns)
+        .map(|(i, p)| Input::new(i, p))
+        .collect();
+    let mut options = crate::mqtt::v5_options(&cfg.mqtt, &cfg.client_id(), max_bytes);
+    options
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(max_in_flight as u16));
+
+    let (tx, rx) = mpsc::channel(max_in_flight);
+    let (conn_tx, conn_rx) = watch::channel(None);
+    let draining = CancellationToken::new();
+    let mqtt = MqttTask {
+        options,
+        filters,
+        tx,
+        conn_tx,
+        metrics: metrics.clone(),
+        draining: draining.clone(),
+        silence: Duration::from_secs(cfg.mqtt.silence_timeout_secs as u64),
+        request_capacity: max_in_flight + 16,
+    };
+    let mqtt_task = tokio::spawn(mqtt.run());
+    tracing::info!(
+        client_id = %cfg.client_id(),
+        broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+        inputs = cfg.bridge.inputs.len(),
+        topic = %cfg.kafka.topic,
+        "bridge starting"
+    );
+
+    let mut fwd = Forwarder {
+        producer,
+        topic: cfg.kafka.topic.clone(),
+        dead_letter_topic: cfg.bridge.dead_letter_topic.clone(),
+        max_bytes: max_bytes as usize,
+        inputs,
+        seqs: RawSeqs::default(),
+        metrics: metrics.clone(),
+        slots: VecDeque::new(),
+        first_slot: 0,
+        in_flight: FuturesUnordered::new(),
+        acks: VecDeque::new(),
+        conn_rx,
+        shutdown,
+        give_up_at: None,
+        grace: Duration::from_millis(cfg.bridge.shutdown_grace_ms),
+    };
+    let undelivered = fwd.run(rx, &draining).await;
+
+    // Acknowledge what was delivered, then disconnect (after the PUBACKs: same queue).
+    let deadline = Instant::now() + DISCONNECT_TIMEOUT;
+    while !fwd.acks.is_empty() && Instant::now() < deadline {
+        fwd.flush_acks();
+        if !fwd.acks.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let conn = fwd.conn_rx.borrow().clone();
+    if let Some(conn) = conn {
+        while conn.client.try_disconnect().is_err() && Instant::now() < deadline {
+            if fwd.conn_rx.borrow().as_ref().map(|c| c.id) != Some(conn.id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    draining.cancel();
+    let mut mqtt_task = mqtt_task;
+    if tokio::time::timeout_at(deadline, &mut mqtt_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("MQTT disconnect did not complete in time; closing the connection");
+        mqtt_task.abort();
+    }
+    let _ = fwd.producer.flush(Duration::from_millis(100));
+
+    let report = BridgeReport {
+        received: metrics.received.load(Relaxed),
+        forwarded: metrics.forwarded.load(Relaxed),
+        dead_lettered: metrics.dead_lettered.load(Relaxed),
+        discarded: metrics.discarded.load(Relaxed),
+        acked: metrics.acked.load(Relaxed),
+        rejected: metrics.rejected(),
+        undelivered,
+        connections: metrics.connections.load(Relaxed),
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        received = report.received,
+        forwarded = report.forwarded,
+        dead_lettered = report.dead_lettered,
+        undelivered = report.undelivered,
+        "bridge stopped"
+    );
+    Ok(report)
+}
+
+/// The current broker connection, as the forwarder needs it for acknowledgements.
+#[derive(Clone)]
+struct Conn {
+    /// Connection number, from 1 per run.
+    id: u64,
+    client: AsyncClient,
+}
+
+/// One message from the broker, tagged with its connection.
+struct Incoming {
+    publish: Publish,
+    conn: u64,
+    at: SystemTime,
+}
+
+/// Owns the MQTT connection: connects, subscribes, polls, forwards, reconnects.
+struct MqttTask {
+    options: MqttOptions,
+    filters: Vec<Filter>,
+    tx: mpsc::Sender<Incoming>,
+    conn_tx: watch::Sender<Option<Conn>>,
+    metrics: Arc<BridgeMetrics>,
+    /// Cancelled at shutdown: stop forwarding (messages are left unacknowledged) and do not
+    /// reconnect; keep polling a live connection until the forwarder's DISCONNECT went out.
+    draining: CancellationToken,
+    silence: Duration,
+    request_capacity: usize,
+}
+
+/// How one connection ended.
+enum ConnEnd {
+    /// DISCONNECT sent, or shutdown while not connected: stop.
+    Stopped,
+    /// Lost; reconnect.
+    Lost(String),
+}
+
+impl MqttTask {
+    async fn run(self) {
+        let mut id = 0u64;
+        let mut subscribed = false;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.draining.is_cancelled() {
+                break;
+            }
+            id += 1;
+            let started = Instant::now();
+            let (end, connected) = self.connection(id, &mut subscribed).await;
+            self.conn_tx.send_replace(None);
+            match end {
+                ConnEnd::Stopped => break,
+                ConnEnd::Lost(why) => {
+                    if connected {
+                        self.metrics.disconnects.fetch_add(1, Relaxed);
+                    }
+                    if self.draining.is_cancelled() {
+                        break;
+                    }
+                    if started.elapsed() >= BACKOFF_RESET_AFTER {
+                        backoff = BACKOFF_MIN;
+                    }
+                    tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
+                    self.metrics.set_last_error(format!("mqtt: {why}"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.draining.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// One connection, from CONNECT to its end. Returns how it ended and whether it was
+    /// ever established.
+    async fn connection(&self, id: u64, subscribed: &mut bool) -> (ConnEnd, bool) {
+        let (client, mut el) = AsyncClient::new(self.options.clone(), self.request_capacity);
+        let mut connected = false;
+        let mut last_rx = Instant::now();
+        loop {
+            let wait = self.silence.saturating_sub(last_rx.elapsed());
+            let polled = tokio::select! {
+                biased;
+                _ = self.draining.cancelled(), if !connected => return (ConnEnd::Stopped, false),
+                r = tokio::time::timeout(wait, el.poll()) => r,
+            };
+            let event = match polled {
+                Err(_) => {
+                    return (
+                        ConnEnd::Lost(format!(
+                            "no traffic from the broker for {} s (watchdog)",
+                            self.silence.as_secs()
+                        )),
+                        connected,
+                    )
+                }
+                Ok(Err(e)) => return (ConnEnd::Lost(e.to_string()), connected),
+                Ok(Ok(event)) => event,
+            };
+            match event {
+                Event::Incoming(packet) => {
+                    last_rx = Instant::now();
+                    match packet {
+                        Packet::ConnAck(ack) => {
+                            connected = true;
+                            self.metrics.connections.fetch_add(1, Relaxed);
+                            if !ack.session_present {
+                                if id > 1 || *subscribed {
+                                    tracing::warn!(
+                                        "the broker has no session for the bridge (expired or \
+                                         lost): messages published meanwhile were not queued"
+                                    );
+                                } else {
+                                    tracing::info!("new MQTT session");
+                                }
+                            }
+                            if !ack.session_present || !*subscribed {
+                                if let Err(e) = client.try_subscribe_many(self.filters.clone()) {
+                                    return (
+                                        ConnEnd::Lost(format!("subscribe request failed: {e}")),
+                                        connected,
+                                    );
+                                }
+                            }
+                            tracing::info!(connection = id, session_present = ack.session_present, "connected to the MQTT broker");
+                            self.conn_tx.send_replace(Some(Conn {
+                                id,
+                                client: client.clone(),
+                            }));
+                        }
+                        Packet::SubAck(s) => {
+                            use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
+                            let failed: Vec<_> = s
+                                .return_codes
+                                .iter()
+                                .filter(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                                .collect();
+                            if failed.is_empty() {
+                                *subscribed = true;
+                                self.metrics.subscribed.fetch_add(1, Relaxed);
+                                tracing::info!(filters = ?self.filters.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), "subscribed");
+                            } else {
+                                tracing::error!(codes = ?s.return_codes, "the broker refused subscriptions");
+                                self.metrics
+                                    .set_last_error(format!("subscription refused: {failed:?}"));
+                            }
+                        }
+                        Packet::Publish(publish) => {
+                            let msg = Incoming {
+                                publish,
+                                conn: id,
+                                at: SystemTime::now(),
+                            };
+                            // Backpressure: wait while the forwarder is full. While draining,
+                            // drop it unacknowledged (the broker sends it again).
+                            tokio::select! {
+                                biased;
+                                _ = self.draining.cancelled() => {}
+                                r = self.tx.send(msg) => {
+                                    if r.is_err() {
+                                        return (ConnEnd::Stopped, connected);
+                                    }
+                                }
+                            }
+                            // Time spent waiting for the forwarder is not broker silence.
+                            last_rx = Instant::now();
+                        }
+                        Packet::Disconnect(d) => {
+                            tracing::warn!(reason = ?d.reason_code, "the broker closed the connection");
+                        }
+                        _ => {}
+                    }
+                }
+                Event::Outgoing(rumqttc::Outgoing::PubAck(_)) => {
+                    self.metrics.acked.fetch_add(1, Relaxed);
+                }
+                Event::Outgoing(rumqttc::Outgoing::Disconnect) => {
+                    return (ConnEnd::Stopped, connected);
+                }
+                Event::Outgoing(_) => {}
+            }
+        }
+    }
+}
+
+/// Where a record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Frames,
+    DeadLetter,
+}
+
+/// One record on its way to Kafka, for one slot.
+struct Job {
+    slot: u64,
+    dest: Dest,
+    record: Record,
+    /// The message, to build a dead letter if Kafka refuses the record.
+    publish: Publish,
+}
+
+/// A message between arrival and acknowledgement.
+struct Slot {
+    conn: u64,
+    /// QoS and packet id, when the message needs a PUBACK.
+    ack: Option<(QoS, u16)>,
+    done: bool,
+}
+
+enum Done {
+    Delivered(Job, Result<(), KafkaError>),
+    RetryNow(Job),
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// What happened when a record was handed to librdkafka.
+enum Enqueued {
+    Sent(InFlight),
+    Refused(Job, KafkaError),
+    GaveUp,
+}
+
+/// The Kafka side: converts, produces, tracks slots, acknowledges in arrival order.
+struct Forwarder {
+    producer: FutureProducer,
+    topic: String,
+    dead_letter_topic: Option<String>,
+    max_bytes: usize,
+    inputs: Vec<Input>,
+    seqs: RawSeqs,
+    metrics: Arc<BridgeMetrics>,
+    /// Messages in arrival order; `slots[0]` has id `first_slot`.
+    slots: VecDeque<Slot>,
+    first_slot: u64,
+    in_flight: FuturesUnordered<InFlight>,
+    /// PUBACKs to send, in order, with their connection.
+    acks: VecDeque<(u64, QoS, u16)>,
+    conn_rx: watch::Receiver<Option<Conn>>,
+    shutdown: CancellationToken,
+    give_up_at: Option<Instant>,
+    grace: Duration,
+}
+
+/// `true` for errors that say the record itself is unacceptable (sending it again cannot
+/// help).
+fn record_refused(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// `true` for errors on the cluster's side that need an operator (missing topic,
+/// authorisation): retried slowly, never dropped.
+fn cluster_refused(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    )
+}
+
+fn delayed(job: Job, delay: Duration) -> InFlight {
+    Box::pin(async move {
+        tokio::time::sleep(delay).await;
+        Done::RetryNow(job)
+    })
+}
+
+impl Forwarder {
+    /// The main loop. Returns the number of messages still undelivered at the end.
+    async fn run(&mut self, mut rx: mpsc::Receiver<Incoming>, draining: &CancellationToken) -> u64 {
+        let max_in_flight = rx.max_capacity();
+        loop {
+            if !draining.is_cancelled() && self.shutdown.is_cancelled() {
+                tracing::info!(in_flight = self.slots.len(), "stopping: no new messages");
+                draining.cancel();
+                self.give_up_at.get_or_insert(Instant::now() + self.grace);
+            }
+            if draining.is_cancelled() && self.slots.is_empty() {
+                break;
+            }
+            let can_take = !draining.is_cancelled() && self.slots.len() < max_in_flight;
+            let give_up_at = self.give_up_at;
+            tokio::select! {
+                biased;
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.on_done(done).await;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(5)), if !self.acks.is_empty() => {
+                    self.flush_acks();
+                }
+                msg = rx.recv(), if can_take => match msg {
+                    Some(m) => self.on_message(m).await,
+                    None => {
+                        tracing::error!("the MQTT connection task ended; stopping");
+                        self.shutdown.cancel();
+                    }
+                },
+                _ = self.shutdown.cancelled(), if !draining.is_cancelled() => {}
+                _ = async { tokio::time::sleep_until(give_up_at.unwrap()).await }, if give_up_at.is_some() => {
+                    break;
+                }
+            }
+        }
+        let undelivered = self.slots.iter().filter(|s| !s.done).count() as u64;
+        if undelivered > 0 {
+            tracing::warn!(
+                undelivered,
+                "shutdown grace period over: messages left unacknowledged (the broker keeps them)"
+            );
+        }
+        undelivered
+    }
+
+    fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        let i = id.checked_sub(self.first_slot)? as usize;
+        self.slots.get_mut(i)
+    }
+
+    async fn on_message(&mut self, m: Incoming) {
+        self.metrics.received.fetch_add(1, Relaxed);
+        let p = m.publish;
+        let slot = self.first_slot + self.slots.len() as u64;
+        self.slots.push_back(Slot {
+            conn: m.conn,
+            ack: (p.qos != QoS::AtMostOnce).then_some((p.qos, p.pkid)),
+            done: false,
+        });
+        match input::convert(
+            &self.inputs,
+            &p.topic,
+            p.properties.as_ref(),
+            &p.payload,
+            self.max_bytes,
+            &mut self.seqs,
+            m.at,
+        ) {
+            Ok(record) => {
+                self.dispatch(Job {
+                    slot,
+                    dest: Dest::Frames,
+                    record,
+                    publish: p,
+                })
+                .await
+            }
+            Err(rejection) => self.reject(slot, rejection, p).await,
+        }
+    }
+
+    /// Counts a rejected message and dead-letters it (or finishes its slot).
+    async fn reject(&mut self, slot: u64, rejection: Rejection, publish: Publish) {
+        self.metrics.reject(rejection.reason);
+        tracing::warn!(
+            reason = rejection.reason.as_str(),
+            topic = %String::from_utf8_lossy(&publish.topic),
+            detail = %rejection.detail,
+            "message rejected"
+        );
+        if self.dead_letter_topic.is_none() {
+            self.metrics.discarded.fetch_add(1, Relaxed);
+            self.finish(slot);
+            return;
+        }
+        let record = input::dead_letter(
+            &rejection,
+            &publish.topic,
+            publish.properties.as_ref(),
+            &publish.payload,
+            self.max_bytes,
+        );
+        self.dispatch(Job {
+            slot,
+            dest: Dest::DeadLetter,
+            record,
+            publish,
+        })
+        .await;
+    }
+
+    async fn dispatch(&mut self, job: Job) {
+        match self.enqueue(job).await {
+            Enqueued::Sent(f) => self.in_flight.push(f),
+            Enqueued::Refused(job, e) => self.refused(job, e).await,
+            Enqueued::GaveUp => {}
+        }
+    }
+
+    /// Kafka refused `job`'s record itself.
+    async fn refused(&mut self, job: Job, e: KafkaError) {
+        match job.dest {
+            Dest::Frames => {
+                let rejection = Rejection {
+                    reason: RejectReason::DeliveryRejected,
+                    detail: format!("Kafka refused the record: {e}"),
+                    device: job.record.key.clone(),
+                };
+                Box::pin(self.reject(job.slot, rejection, job.publish)).await;
+            }
+            Dest::DeadLetter => {
+                tracing::error!(error = %e, "Kafka refused the dead letter; message dropped");
+                self.metrics
+                    .set_last_error(format!("dead letter refused: {e}"));
+                self.metrics.discarded.fetch_add(1, Relaxed);
+                self.finish(job.slot);
+            }
+        }
+    }
+
+    /// Hands a record to librdkafka, waiting while its local queue is full.
+    async fn enqueue(&mut self, job: Job) -> Enqueued {
+        let topic = match job.dest {
+            Dest::Frames => self.topic.clone(),
+            Dest::DeadLetter => self.dead_letter_topic.clone().unwrap_or_default(),
+        };
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(job.record.headers.len());
+            for (k, v) in &job.record.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&topic)
+                .payload(&job.record.value[..])
+                .headers(headers);
+            if let Some(k) = &job.record.key {
+                rec = rec.key(k.as_bytes());
+            }
+            let err = match self.producer.send_result(rec) {
+                Ok(fut) => {
+                    return Enqueued::Sent(Box::pin(async move {
+                        let r = match fut.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => Err(e),
+                            Err(_) => Err(KafkaError::Canceled),
+                        };
+                        Done::Delivered(job, r)
+                    }))
+                }
+                Err((e, _)) => e,
+            };
+            if record_refused(&err) {
+                return Enqueued::Refused(job, err);
+            }
+            if self.shutdown.is_cancelled() {
+                let at = *self.give_up_at.get_or_insert(Instant::now() + self.grace);
+                if Instant::now() >= at {
+                    return Enqueued::GaveUp;
+                }
+            }
+            let pause = match err {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                    Duration::from_millis(5)
+                }
+                ref e => {
+                    tracing::warn!(error = %e, "produce failed; retrying");
+                    Duration::from_millis(100)
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn on_done(&mut self, done: Done) {
+        let (job, result) = match done {
+            Done::RetryNow(job) => return self.dispatch(job).await,
+            Done::Delivered(job, r) => (job, r),
+        };
+        match result {
+            Ok(()) => {
+                match job.dest {
+                    Dest::Frames => {
+                        self.metrics.forwarded.fetch_add(1, Relaxed);
+                        self.metrics
+                            .forwarded_bytes
+                            .fetch_add(job.record.size() as u64, Relaxed);
+                    }
+                    Dest::DeadLetter => {
+                        self.metrics.dead_lettered.fetch_add(1, Relaxed);
+                    }
+                }
+                self.finish(job.slot);
+            }
+            Err(e) if record_refused(&e) => self.refused(job, e).await,
+            Err(e) if cluster_refused(&e) => {
+                tracing::error!(error = %e, "Kafka refused the record; retrying (check the topic and permissions)");
+                self.metrics.set_last_error(format!("kafka: {e}"));
+                self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                self.in_flight.push(delayed(job, SLOW_RETRY_DELAY));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery failed; sending again");
+                self.metrics.set_last_error(format!("kafka: {e}"));
+                self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                self.in_flight.push(delayed(job, RETRY_DELAY));
+            }
+        }
+    }
+
+    /// Marks a slot handled, then acknowledges the handled prefix in arrival order.
+    fn finish(&mut self, slot: u64) {
+        if let Some(s) = self.slot_mut(slot) {
+            s.done = true;
+        }
+        while self.slots.front().is_some_and(|s| s.done) {
+            let s = self.slots.pop_front().expect("front exists");
+            self.first_slot += 1;
+            if let Some((qos, pkid)) = s.ack {
+                self.acks.push_back((s.conn, qos, pkid));
+            }
+        }
+        self.flush_acks();
+    }
+
+    /// Hands queued PUBACKs to the client of their connection; drops those whose connection
+    /// is gone (the broker sends those messages again).
+    fn flush_acks(&mut self) {
+        let conn = self.conn_rx.borrow().clone();
+        while let Some(&(conn_id, qos, pkid)) = self.acks.front() {
+            match &conn {
+                Some(c) if c.id == conn_id => {
+                    let p = Publish {
+                        qos,
+                        pkid,
+                        ..Default::default()
+                    };
+                    if c.client.try_ack(&p).is_err() {
+                        // Request queue full (or the connection just ended): try again soon.
+                        return;
+                    }
+                }
+                _ => {
+                    self.metrics.stale.fetch_add(1, Relaxed);
+                }
+            }
+            self.acks.pop_front();
+        }
+    }
+}
