@@ -2,6 +2,8 @@
 //! back from a Kafka topic with their headers.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

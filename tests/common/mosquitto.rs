@@ -1,0 +1,255 @@
+//! A real Mosquitto broker for tests: its own process on a free loopback port, persistence in
+//! a temporary directory, killed on drop.
+//!
+//! The binary is `$MOSQUITTO`, else `/usr/sbin/mosquitto`, else `mosquitto` on `PATH`.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long [`Mosquitto::start`] and [`Mosquitto::restart`] wait for the port to accept.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `mosquitto`.
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// The broker binary to run.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOSQUITTO") {
+        return PathBuf::from(p);
+    }
+    let default = Path::new("/usr/sbin/mosquitto");
+    if default.exists() {
+        return default.to_path_buf();
+    }
+    PathBuf::from("mosquitto")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Mosquitto {
+    /// Starts a broker logging everything (`log_type all`).
+    pub fn start() -> Mosquitto {
+        Self::start_with(true)
+    }
+
+    /// Starts a broker logging connections and errors only (for benchmarks).
+    pub fn start_quiet() -> Mosquitto {
+        Self::start_with(false)
+    }
+
+    fn start_with(verbose: bool) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        let log_types = if verbose {
+            "log_type all\n".to_string()
+        } else {
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n".to_string()
+        };
+        let text = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence true\n\
+             persistence_location {dir}/\n\
+             max_inflight_messages 100\n\
+             max_queued_messages 100000\n\
+             log_dest file {dir}/mosquitto.log\n\
+             {log_types}\
+             sys_interval 1\n\
+             # Run as whoever runs the tests (as root, mosquitto would switch to the user\n\
+             # `mosquitto`, which cannot write the temporary directory).\n\
+             user {user}\n",
+            dir = dir.path().display(),
+            user = std::env::var("USER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "root".into()),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+            config,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("stderr.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+        self.child = Some(child);
+        let until = Instant::now() + READY_TIMEOUT;
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "mosquitto exited with {status}: {}\n{}",
+                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default(),
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "mosquitto did not accept connections on port {} within {READY_TIMEOUT:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence file) and starts it again on
+    /// the same port with the same persistence: sessions and queued QoS 1 messages survive.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// SIGTERM, then waits (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Client ids that connected so far (from the log's `New client connected … as <id>`
+    /// lines), each once.
+    pub fn connected_client_ids(&self) -> BTreeSet<String> {
+        self.connections().into_iter().collect()
+    }
+
+    /// Client ids of every connection so far, in order (a reconnect appears again).
+    pub fn connections(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split_once("New client connected from ")?.1;
+                let id = rest.split_once(" as ")?.1;
+                Some(id.rsplit_once(" (").map_or(id, |(id, _)| id).to_string())
+            })
+            .collect()
+    }
+
+    /// Waits until the log contains `needle` `count` times; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "mosquitto log did not show {needle:?} {count} times within {timeout:?}:\n{}",
+                tail(&self.log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's own count of connected clients (`$SYS/broker/clients/connected`,
+    /// refreshed every second), read with a short-lived MQTT 5 client of its own, which the
+    /// count includes. Waits until the count equals `expected` or `timeout` passes and
+    /// returns the last value seen.
+    pub async fn clients_connected(&self, expected: u64, timeout: Duration) -> Option<u64> {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let mut o = MqttOptions::new(
+            format!("sys-probe-{}", std::process::id()),
+            "127.0.0.1",
+            self.port,
+        );
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut el) = AsyncClient::new(o, 10);
+        client
+            .subscribe(
+                "$SYS/broker/clients/connected",
+                rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+            )
+            .await
+            .unwrap();
+        let until = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        while let Ok(ev) = tokio::time::timeout_at(until, el.poll()).await {
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    last = std::str::from_utf8(&p.payload)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    if last == Some(expected) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
+        last
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

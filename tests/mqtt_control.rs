@@ -1,0 +1,239 @@
+//! The control plane against a real Mosquitto: the last will says `offline` when the agent
+//! is killed; commands change behaviour and the retained state; bad commands are rejected.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::mosquitto::Mosquitto;
+use edgecam::metrics::Metrics;
+use edgecam::pipeline::Live;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio_util::sync::CancellationToken;
+
+type Inbox = Arc<Mutex<Vec<Publish>>>;
+
+/// An MQTT 5 client subscribed to `filter`, collecting messages; returns it for publishing.
+async fn client(port: u16, id: &str, filter: &str) -> (AsyncClient, Inbox) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(Some(4 << 20))
+        .set_keep_alive(Duration::from_secs(5));
+    let (c, mut el) = AsyncClient::new(o, 100);
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let inbox: Inbox = Default::default();
+    let sink = inbox.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p),
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (c, inbox)
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn last_state(inbox: &Inbox) -> Option<serde_json::Value> {
+    let m = inbox.lock().unwrap();
+    serde_json::from_slice(&m.last()?.payload).ok()
+}
+
+fn frame_count(inbox: &Inbox) -> usize {
+    inbox.lock().unwrap().len()
+}
+
+fn quality(p: &Publish) -> String {
+    p.properties
+        .as_ref()
+        .unwrap()
+        .user_properties
+        .iter()
+        .find(|(k, _)| k == "edgecam.quality")
+        .unwrap()
+        .1
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let (_f, frames) = client(port, "t-frames", "edgecam/yard/frame").await;
+    let (_s, state) = client(port, "t-state", "edgecam/yard/state").await;
+    let (cmd, _) = client(port, "t-cmd", "unused/topic").await;
+    let cfg = edgecam::config::load_str(
+        &format!(
+            "[device]\nid = \"yard\"\n[source]\nkind = \"synthetic\"\nwidth = 96\nheight = 64\nfps = 20\n\
+             [encode]\nquality_max = 90\nquality_min = 30\n[sink]\nkind = \"mqtt\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
+        ),
+        std::iter::empty(),
+    )
+    .unwrap();
+    let live = Arc::new(Live::new(cfg.clone()));
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run_live(
+        cfg,
+        stop.clone(),
+        metrics.clone(),
+        live.clone(),
+    ));
+    eventually("first frames", || frame_count(&frames) >= 5).await;
+    assert!(frames.lock().unwrap().iter().all(|p| quality(p) == "90"));
+
+    let set = |name: &'static str, value: &'static str| {
+        let cmd = cmd.clone();
+        async move {
+            cmd.publish(
+                format!("edgecam/yard/set/{name}"),
+                QoS::AtLeastOnce,
+                false,
+                value,
+            )
+            .await
+            .unwrap()
+        }
+    };
+
+    // quality_max: later frames use the new ceiling, the state says so.
+    set("quality_max", "50").await;
+    eventually("state quality_max 50", || {
+        last_state(&state).is_some_and(|v| v["quality_max"] == 50)
+    })
+    .await;
+    let mark = frame_count(&frames);
+    eventually("frames after quality change", || {
+        frame_count(&frames) >= mark + 5
+    })
+    .await;
+    assert!(frames.lock().unwrap()[mark + 1..]
+        .iter()
+        .all(|p| quality(p).parse::<u8>().unwrap() <= 50));
+
+    // paused: nothing published; snapshot: exactly one frame; resume.
+    set("paused", "true").await;
+    eventually("state paused", || {
+        last_state(&state).is_some_and(|v| v["paused"] == true)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused_at = frame_count(&frames);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(frame_count(&frames), paused_at, "no frames while paused");
+    set("snapshot", "").await;
+    eventually("snapshot frame", || frame_count(&frames) == paused_at + 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(frame_count(&frames), paused_at + 1, "exactly one snapshot");
+    set("paused", "false").await;
+    eventually("resumed", || frame_count(&frames) >= paused_at + 6).await;
+
+    // Bad commands: rejected with a reason, nothing changes.
+    set("fps", "fast").await;
+    eventually("rejection", || {
+        last_state(&state)
+            .is_some_and(|v| v["last_command"]["name"] == "fps" && v["last_command"]["ok"] == false)
+    })
+    .await;
+    let v = last_state(&state).unwrap();
+    assert!(v["last_command"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("number"));
+    assert_eq!(v["fps"], 20.0);
+    set("quality_max", "10").await; // below quality_min
+    eventually("second rejection", || {
+        last_state(&state)
+            .is_some_and(|v| v["last_command"]["value"] == "10" && v["last_command"]["ok"] == false)
+    })
+    .await;
+    assert_eq!(live.config.borrow().encode.quality_max, 50);
+
+    // fps applies live.
+    set("fps", "5").await;
+    eventually("state fps 5", || {
+        last_state(&state).is_some_and(|v| v["fps"] == 5.0)
+    })
+    .await;
+    assert_eq!(live.config.borrow().source.fps, 5.0);
+
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert!(metrics.delivered.load(Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn last_will_says_offline_when_the_agent_is_killed() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let (_s, status) = client(port, "t-lwt", "edgecam/door/status").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("door.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nid = \"door\"\n[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nfps = 5\n\
+             [sink]\nkind = \"mqtt\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive_secs = 5\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let payloads = |i: &Inbox| {
+        i.lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.payload.to_vec())
+            .collect::<Vec<_>>()
+    };
+    eventually("online", || payloads(&status).contains(&b"online".to_vec())).await;
+    child.kill().unwrap(); // SIGKILL: no clean shutdown, only the will
+    child.wait().unwrap();
+    eventually("offline from the last will", || {
+        payloads(&status).last() == Some(&b"offline".to_vec())
+    })
+    .await;
+    // Retained: a subscriber arriving now is told at once.
+    let (_n, late) = client(port, "t-late", "edgecam/door/status").await;
+    eventually("retained offline", || {
+        payloads(&late) == vec![b"offline".to_vec()]
+    })
+    .await;
+}
