@@ -10,6 +10,7 @@
 //! [`config`] resolves and validates one TOML file per device before anything opens.
 
 pub mod bench;
+pub mod bridge;
 pub mod config;
 pub mod consume;
 pub mod control;
@@ -26,4 +27,3 @@ pub mod reload;
 pub mod service;
 pub mod sink;
 pub mod source;
-pub mod bridge;

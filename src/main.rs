@@ -46,6 +46,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Drain MQTT topics into Kafka (at least once) until SIGINT/SIGTERM; exit 64 on a bad
+    /// configuration.
+    Bridge {
+        /// The bridge's TOML file ([bridge], [mqtt], [kafka]), e.g. /etc/edgecam/bridge.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the resolved configuration, or exit 64 naming the bad key.
     CheckConfig {
         /// The TOML file to check.
@@ -204,6 +211,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 toml::to_string_pretty(&cfg).context("printing config")?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bridge { config } => {
+            let cfg = match edgecam::bridge::config::load(&config, std::env::vars()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("edgecam: invalid configuration {}: {e}", config.display());
+                    return Ok(ExitCode::from(EXIT_CONFIG));
+                }
+            };
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
+            let metrics = Arc::new(edgecam::bridge::BridgeMetrics::default());
+            let report = edgecam::bridge::run(cfg, shutdown, metrics.clone()).await?;
+            eprintln!("{}", metrics.summary(report.elapsed.as_secs_f64()));
+            // Undelivered messages were not acknowledged: the broker keeps them.
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

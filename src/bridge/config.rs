@@ -1,12 +1,16 @@
 //! The bridge's configuration file: `[bridge]`, `[mqtt]`, `[kafka]`, layered with
 //! `EDGECAM_…` environment overrides like the agent's own file, then validated.
 //!
+//! An example ([`EXAMPLE_TOML`], which a unit test loads):
+//!
 //! ```toml
+//! # edgecam bridge: MQTT topic filters -> Kafka. `edgecam bridge --config bridge.toml`.
+//!
 //! [bridge]
-//! id = "site-a"                          # client id edgecam-bridge-site-a
+//! id = "site-a"                          # MQTT client id edgecam-bridge-site-a
 //! max_message_bytes = 1000000            # whole Kafka record budget, bytes
 //! dead_letter_topic = "edgecam.dead-letter"
-//! shutdown_grace_ms = 10000
+//! shutdown_grace_ms = 10000              # wait this long for deliveries at SIGTERM
 //!
 //! [[bridge.inputs]]                      # frames from edgecam agents with sink.kind = "mqtt"
 //! topic = "edgecam/{device}/frame"
@@ -16,15 +20,20 @@
 //! [[bridge.inputs]]                      # bare JPEG/PNG from foreign cameras (ESP32-CAM)
 //! topic = "cameras/{device}/jpeg"
 //! format = "raw"
+//! qos = 1
 //!
 //! [mqtt]
 //! host = "mosquitto.local"
 //! port = 1883
-//! session_expiry_secs = 86400            # the broker queues QoS 1 frames this long
+//! keep_alive_secs = 30
+//! silence_timeout_secs = 90              # no traffic this long: reconnect
+//! session_expiry_secs = 86400            # the broker queues QoS 1 messages this long
 //!
 //! [kafka]
 //! bootstrap_servers = "kafka1:9092,kafka2:9092"
 //! topic = "edgecam.frames"
+//! max_in_flight = 32                     # also the MQTT receive maximum
+//! message_timeout_ms = 60000
 //! ```
 //!
 //! Environment overrides work as for the agent: `EDGECAM_KAFKA__BOOTSTRAP_SERVERS=b:9092`,
@@ -38,6 +47,39 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, KafkaConfig, MqttConfig, MqttProtocol, PropertyValue};
+
+/// The example configuration of the module documentation, as text.
+pub const EXAMPLE_TOML: &str = r#"# edgecam bridge: MQTT topic filters -> Kafka. `edgecam bridge --config bridge.toml`.
+
+[bridge]
+id = "site-a"                          # MQTT client id edgecam-bridge-site-a
+max_message_bytes = 1000000            # whole Kafka record budget, bytes
+dead_letter_topic = "edgecam.dead-letter"
+shutdown_grace_ms = 10000              # wait this long for deliveries at SIGTERM
+
+[[bridge.inputs]]                      # frames from edgecam agents with sink.kind = "mqtt"
+topic = "edgecam/{device}/frame"
+format = "edgecam"
+qos = 1
+
+[[bridge.inputs]]                      # bare JPEG/PNG from foreign cameras (ESP32-CAM)
+topic = "cameras/{device}/jpeg"
+format = "raw"
+qos = 1
+
+[mqtt]
+host = "mosquitto.local"
+port = 1883
+keep_alive_secs = 30
+silence_timeout_secs = 90              # no traffic this long: reconnect
+session_expiry_secs = 86400            # the broker queues QoS 1 messages this long
+
+[kafka]
+bootstrap_servers = "kafka1:9092,kafka2:9092"
+topic = "edgecam.frames"
+max_in_flight = 32                     # also the MQTT receive maximum
+message_timeout_ms = 60000
+"#;
 
 /// Default `bridge.shutdown_grace_ms`.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
@@ -408,7 +450,7 @@ fn collect_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Env, C
 
 /// Maps the `config` crate's errors (which carry the dotted key) to [`ConfigError`].
 fn from_layered(e: config::ConfigError) -> ConfigError {
-    match e {
+    match fix_keys(e) {
         config::ConfigError::NotFound(key) => ConfigError::Missing { key },
         config::ConfigError::Type {
             unexpected,
@@ -438,6 +480,52 @@ fn from_layered(e: config::ConfigError) -> ConfigError {
             message: cause.to_string(),
         },
         other => ConfigError::Other(other.to_string()),
+    }
+}
+
+/// The `config` crate writes array elements' fields as `inputs[0]qos`: add the dot.
+fn dotted(key: String) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut after_bracket = false;
+    for ch in key.chars() {
+        if after_bracket && ch != '.' && ch != '[' {
+            out.push('.');
+        }
+        after_bracket = ch == ']';
+        out.push(ch);
+    }
+    out
+}
+
+fn fix_keys(e: config::ConfigError) -> config::ConfigError {
+    match e {
+        config::ConfigError::NotFound(key) => config::ConfigError::NotFound(dotted(key)),
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key,
+        } => config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key: key.map(dotted),
+        },
+        config::ConfigError::At { error, origin, key } => config::ConfigError::At {
+            error,
+            origin,
+            key: key.map(dotted),
+        },
+        other => other,
+    }
+}
+
+/// Allowed values of the enums of the file, by Rust type name.
+fn enum_values(type_name: &str) -> &'static str {
+    match type_name {
+        "InputFormat" => "edgecam, raw",
+        "MqttProtocol" => "v5, v311",
+        _ => "see the documentation",
     }
 }
 
@@ -478,13 +566,17 @@ fn from_message(key: Option<String>, message: &str) -> ConfigError {
         };
     }
     if let Some(rest) = message.strip_prefix("enum ") {
+        let type_name = rest.split_whitespace().next().unwrap_or_default();
         let given = rest
             .split_once("does not have variant constructor ")
             .map(|(_, g)| g.to_string())
             .unwrap_or_default();
         return ConfigError::Invalid {
             key: key_or(),
-            message: format!("unknown value {given:?}; see the documentation for allowed values"),
+            message: format!(
+                "unknown value {given:?}; allowed: {}",
+                enum_values(type_name)
+            ),
         };
     }
     if let Some(rest) = message.strip_prefix("unknown variant `") {
@@ -501,10 +593,7 @@ fn from_message(key: Option<String>, message: &str) -> ConfigError {
             .unwrap_or_default();
         return ConfigError::Invalid {
             key: key_or(),
-            message: format!(
-                "unknown value {given:?}; allowed: {}",
-                allowed.join(", ")
-            ),
+            message: format!("unknown value {given:?}; allowed: {}", allowed.join(", ")),
         };
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
@@ -566,12 +655,30 @@ fn check_topic(key: &str, topic: &str) -> Result<(), ConfigError> {
 /// librdkafka properties the bridge fixes itself.
 const FIXED_PROPERTIES: &[(&str, &str)] = &[
     ("acks", "is fixed by the delivery guarantee (acks=all)"),
-    ("request.required.acks", "is fixed by the delivery guarantee (acks=all)"),
-    ("enable.idempotence", "is fixed by the delivery guarantee (idempotence on)"),
-    ("bootstrap.servers", "may not be set here: use kafka.bootstrap_servers"),
-    ("metadata.broker.list", "may not be set here: use kafka.bootstrap_servers"),
-    ("message.timeout.ms", "may not be set here: use kafka.message_timeout_ms"),
-    ("delivery.timeout.ms", "may not be set here: use kafka.message_timeout_ms"),
+    (
+        "request.required.acks",
+        "is fixed by the delivery guarantee (acks=all)",
+    ),
+    (
+        "enable.idempotence",
+        "is fixed by the delivery guarantee (idempotence on)",
+    ),
+    (
+        "bootstrap.servers",
+        "may not be set here: use kafka.bootstrap_servers",
+    ),
+    (
+        "metadata.broker.list",
+        "may not be set here: use kafka.bootstrap_servers",
+    ),
+    (
+        "message.timeout.ms",
+        "may not be set here: use kafka.message_timeout_ms",
+    ),
+    (
+        "delivery.timeout.ms",
+        "may not be set here: use kafka.message_timeout_ms",
+    ),
 ];
 
 /// The rules: ranges, patterns, names, combinations.
@@ -580,7 +687,10 @@ fn validate(f: &BridgeFile) -> Result<(), ConfigError> {
     if !valid_device_id(&b.id) {
         return Err(invalid(
             "bridge.id",
-            format!("must be 1 to 128 characters from A-Z a-z 0-9 . _ - (got {:?})", b.id),
+            format!(
+                "must be 1 to 128 characters from A-Z a-z 0-9 . _ - (got {:?})",
+                b.id
+            ),
         ));
     }
     check_range(
@@ -665,9 +775,8 @@ fn validate(f: &BridgeFile) -> Result<(), ConfigError> {
     let k = &f.kafka;
     if k.bootstrap_servers.trim().is_empty()
         || k.bootstrap_servers.split(',').map(str::trim).any(|e| {
-            e.rsplit_once(':').is_none_or(|(h, p)| {
-                h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0)
-            })
+            e.rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().map_or(true, |p| p == 0))
         })
     {
         return Err(invalid(
@@ -700,7 +809,12 @@ fn validate(f: &BridgeFile) -> Result<(), ConfigError> {
         i16::MAX as u64,
     )?;
     // Also the MQTT receive maximum (a 16-bit number).
-    check_range("kafka.max_in_flight", k.max_in_flight.get() as u64, 1, 65_535)?;
+    check_range(
+        "kafka.max_in_flight",
+        k.max_in_flight.get() as u64,
+        1,
+        65_535,
+    )?;
     for (name, value) in &k.properties {
         let key = format!("kafka.properties.{name}");
         if name.is_empty() {
@@ -770,6 +884,34 @@ bootstrap_servers = "localhost:9092"
     }
 
     #[test]
+    fn the_example_loads_and_matches_the_module_docs() {
+        let f = load_str(EXAMPLE_TOML, std::iter::empty()).unwrap();
+        assert_eq!(f.client_id(), "edgecam-bridge-site-a");
+        assert_eq!(f.bridge.inputs[1].format, InputFormat::Raw);
+        assert_eq!(
+            f.bridge.dead_letter_topic.as_deref(),
+            Some("edgecam.dead-letter")
+        );
+        let docs: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| *l != "//! ```toml")
+            .skip(1)
+            .take_while(|l| *l != "//! ```")
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("//!").unwrap().trim_start_matches(' ')
+                )
+            })
+            .collect();
+        let example: String = EXAMPLE_TOML
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        assert_eq!(docs, example);
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         let f = load_str(MIN, std::iter::empty()).unwrap();
         assert_eq!(f.bridge.max_message_bytes.get(), 1_000_000);
@@ -797,17 +939,9 @@ bootstrap_servers = "localhost:9092"
         assert_eq!(f.kafka.bootstrap_servers, "b1:9092,b2:9092");
         assert_eq!(f.bridge.max_message_bytes.get(), 500_000);
         assert_eq!(f.kafka.properties["linger.ms"], PropertyValue::Int(7));
-        let e = load_str(
-            MIN,
-            [("EDGECAM_DEVICE__ID".to_string(), "x".to_string())],
-        )
-        .unwrap_err();
+        let e = load_str(MIN, [("EDGECAM_DEVICE__ID".to_string(), "x".to_string())]).unwrap_err();
         assert_eq!(err_key(e), "device");
-        let e = load_str(
-            MIN,
-            [("EDGECAM_BRIDGE_ID".to_string(), "x".to_string())],
-        )
-        .unwrap_err();
+        let e = load_str(MIN, [("EDGECAM_BRIDGE_ID".to_string(), "x".to_string())]).unwrap_err();
         assert!(matches!(e, ConfigError::Env { .. }), "{e:?}");
     }
 
@@ -825,22 +959,35 @@ bootstrap_servers = "localhost:9092"
         assert_eq!(err_key(e), "bridge.dead_letter_topic");
         let e = load_with("dead_letter_topic = \"bad topic\"").unwrap_err();
         assert_eq!(err_key(e), "bridge.dead_letter_topic");
-        let e = load_str(&MIN.replace("id = \"site-a\"", "id = \"a/b\""), std::iter::empty())
-            .unwrap_err();
+        let e = load_str(
+            &MIN.replace("id = \"site-a\"", "id = \"a/b\""),
+            std::iter::empty(),
+        )
+        .unwrap_err();
         assert_eq!(err_key(e), "bridge.id");
         let e = load_str(&MIN.replace("id = \"site-a\"\n", ""), std::iter::empty()).unwrap_err();
         assert_eq!(err_key(e), "bridge.id");
-        let e =
-            load_str(&MIN.replace("format = \"raw\"", "format = \"gif\""), std::iter::empty())
-                .unwrap_err();
-        assert!(e.to_string().contains("bridge.inputs"), "{e}");
-        assert!(e.to_string().contains("gif"), "{e}");
+        let e = load_str(
+            &MIN.replace("format = \"raw\"", "format = \"gif\""),
+            std::iter::empty(),
+        )
+        .unwrap_err();
+        assert_eq!(err_key(e.clone()), "bridge.inputs[1].format");
+        assert!(
+            e.to_string().contains("\"gif\"; allowed: edgecam, raw"),
+            "{e}"
+        );
+        let e = load_str(&MIN.replace("qos = 0", "qos = \"x\""), std::iter::empty()).unwrap_err();
+        assert_eq!(err_key(e), "bridge.inputs[1].qos");
         let e = load_str(&MIN.replace("qos = 0", "qos = 2"), std::iter::empty()).unwrap_err();
         assert_eq!(err_key(e), "bridge.inputs[1].qos");
         let e = load_str(&MIN.replace("qos = 0", "qoz = 0"), std::iter::empty()).unwrap_err();
         assert!(e.to_string().contains("qoz"), "{e}");
-        let e = load_str(&MIN.replace("host = \"localhost\"", "host = \"\""), std::iter::empty())
-            .unwrap_err();
+        let e = load_str(
+            &MIN.replace("host = \"localhost\"", "host = \"\""),
+            std::iter::empty(),
+        )
+        .unwrap_err();
         assert_eq!(err_key(e), "mqtt.host");
         let e = load_str(
             &MIN.replace("\"localhost:9092\"", "\"localhost\""),
@@ -848,22 +995,32 @@ bootstrap_servers = "localhost:9092"
         )
         .unwrap_err();
         assert_eq!(err_key(e), "kafka.bootstrap_servers");
-        let e = load_str(&format!("{MIN}\n[kafka.properties]\nacks = 1\n"), std::iter::empty())
-            .unwrap_err();
+        let e = load_str(
+            &format!("{MIN}\n[kafka.properties]\nacks = 1\n"),
+            std::iter::empty(),
+        )
+        .unwrap_err();
         assert_eq!(err_key(e), "kafka.properties.acks");
         let e = load_str(
-            &MIN.replace("host = \"localhost\"", "host = \"localhost\"\nprotocol = \"v311\""),
+            &MIN.replace(
+                "host = \"localhost\"",
+                "host = \"localhost\"\nprotocol = \"v311\"",
+            ),
             std::iter::empty(),
         )
         .unwrap_err();
         assert_eq!(err_key(e), "mqtt.protocol");
         let e = load_str("[bridge\n", std::iter::empty()).unwrap_err();
-        assert!(matches!(e, ConfigError::Syntax { line: Some(1), .. }), "{e:?}");
+        assert!(
+            matches!(e, ConfigError::Syntax { line: Some(1), .. }),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn inputs_are_checked() {
-        let no_inputs = "[bridge]\nid = \"a\"\n[mqtt]\nhost = \"h\"\n[kafka]\nbootstrap_servers = \"k:1\"\n";
+        let no_inputs =
+            "[bridge]\nid = \"a\"\n[mqtt]\nhost = \"h\"\n[kafka]\nbootstrap_servers = \"k:1\"\n";
         let e = load_str(no_inputs, std::iter::empty()).unwrap_err();
         assert_eq!(err_key(e), "bridge.inputs");
         for bad in [
@@ -903,19 +1060,5 @@ bootstrap_servers = "localhost:9092"
         assert!(!valid_device_id(""));
         assert!(!valid_device_id("bad device"));
         assert!(!valid_device_id(&"x".repeat(129)));
-    }
-}
-#[cfg(test)]
-mod tmp_print {
-    #[test]
-    fn print_errors() {
-        let base = "[bridge]\nid = \"a\"\n[[bridge.inputs]]\ntopic = \"a/{device}\"\nformat = \"raw\"\n[mqtt]\nhost = \"h\"\n[kafka]\nbootstrap_servers = \"k:1\"\n";
-        for (a, b) in [("id = \"a\"", "idd = \"a\""), ("format = \"raw\"", "format = \"gif\""), ("format = \"raw\"", "format = \"raw\"\nqos = \"x\""), ("format = \"raw\"", "formatt = \"raw\""), ("id = \"a\"", "id = 5"), ("host = \"h\"", "port = 1"), ("id = \"a\"", "id = \"a\"\nmax_message_bytes = -1")] {
-            println!("{}", super::load_str(&base.replace(a, b), std::iter::empty()).unwrap_err());
-        }
-        println!("{}", super::load_str(base, [("EDGECAM_MQTT__PORT".to_string(), "x".to_string())]).unwrap_err());
-        println!("{}", super::load_str(base, [("EDGECAM_BRIDGE__MAX_MESSAGE_BYTES".to_string(), "0".to_string())]).unwrap_err());
-        println!("{}", super::load_str(base, [("EDGECAM_MQTT__PORTT".to_string(), "1".to_string())]).unwrap_err());
-        println!("{:?}", super::load_str(base, [("EDGECAM_BRIDGE__ID".to_string(), "0042".to_string())]).unwrap().bridge.id);
     }
 }

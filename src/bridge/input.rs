@@ -198,8 +198,8 @@ pub(crate) fn convert(
         InputFormat::Edgecam => edgecam_record(device, properties, payload)
             .map_err(|(reason, detail)| reject(reason, detail, Some(device)))?,
         InputFormat::Raw => {
-            let s = sniff(payload)
-                .map_err(|d| reject(RejectReason::NotAnImage, d, Some(device)))?;
+            let s =
+                sniff(payload).map_err(|d| reject(RejectReason::NotAnImage, d, Some(device)))?;
             let seq = seqs.peek(device);
             let quality = match (s.lossless, s.quality) {
                 (true, _) => "lossless".to_string(),
@@ -440,7 +440,13 @@ mod tests {
     fn edgecam_properties_become_headers_one_to_one() {
         let p = edgecam_props("cam-1", 7);
         let payload = jpeg(8, 8, 80);
-        let r = conv("edgecam/cam-1/frame", Some(&p), &payload, &mut RawSeqs::default()).unwrap();
+        let r = conv(
+            "edgecam/cam-1/frame",
+            Some(&p),
+            &payload,
+            &mut RawSeqs::default(),
+        )
+        .unwrap();
         assert_eq!(r.key.as_deref(), Some("cam-1"));
         assert_eq!(r.value, payload);
         assert_eq!(r.headers, crate::mqtt::properties_to_headers(&p));
@@ -458,7 +464,10 @@ mod tests {
             assert_eq!(r.header("edgecam.device"), Some("esp-1"));
             assert_eq!(r.header("content-type"), Some("image/jpeg"));
             assert_eq!(r.header("edgecam.codec"), Some("jpeg"));
-            assert_eq!(r.header("edgecam.width"), Some((16 + i).to_string().as_str()));
+            assert_eq!(
+                r.header("edgecam.width"),
+                Some((16 + i).to_string().as_str())
+            );
             assert_eq!(r.header("edgecam.height"), Some("9"));
             let q: u8 = r.header("edgecam.quality").unwrap().parse().unwrap();
             assert!(q.abs_diff(75) <= 2, "{q}");
@@ -487,11 +496,21 @@ mod tests {
             RejectReason::EmptyPayload
         );
         assert_eq!(
-            reason(conv("cameras/esp-1/jpeg", None, &Bytes::from_static(b"hello"), &mut seqs)),
+            reason(conv(
+                "cameras/esp-1/jpeg",
+                None,
+                &Bytes::from_static(b"hello"),
+                &mut seqs
+            )),
             RejectReason::NotAnImage
         );
         assert_eq!(
-            reason(conv("cameras/esp-1/jpeg", None, &img.slice(..20), &mut seqs)),
+            reason(conv(
+                "cameras/esp-1/jpeg",
+                None,
+                &img.slice(..20),
+                &mut seqs
+            )),
             RejectReason::NotAnImage
         );
         assert_eq!(
@@ -524,7 +543,12 @@ mod tests {
         let mut big_jpeg = img.to_vec();
         big_jpeg.resize(99_900, 0);
         assert_eq!(
-            reason(conv("cameras/esp-1/jpeg", None, &big_jpeg.into(), &mut seqs)),
+            reason(conv(
+                "cameras/esp-1/jpeg",
+                None,
+                &big_jpeg.into(),
+                &mut seqs
+            )),
             RejectReason::OverBudget
         );
         assert_eq!(

@@ -119,7 +119,8 @@ pub enum BridgeError {
     CreateTopic(crate::sink::kafka::KafkaSinkError),
 }
 
-/// What one [`run`] did. Counts are MQTT messages.
+/// What one [`run`] did. Counts are MQTT messages, read from the `metrics` passed to [`run`]
+/// when it ends (so they include earlier runs if the same metrics are reused).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BridgeReport {
     /// Messages taken from the broker (redeliveries count again).
@@ -236,7 +237,8 @@ pub async fn run(
         in_flight: FuturesUnordered::new(),
         acks: VecDeque::new(),
         conn_rx,
-        shutdown,
+        // A child: the forwarder may stop itself without cancelling the caller's token.
+        shutdown: shutdown.child_token(),
         give_up_at: None,
         grace: Duration::from_millis(cfg.bridge.shutdown_grace_ms),
     };
@@ -416,7 +418,11 @@ impl MqttTask {
                                     );
                                 }
                             }
-                            tracing::info!(connection = id, session_present = ack.session_present, "connected to the MQTT broker");
+                            tracing::info!(
+                                connection = id,
+                                session_present = ack.session_present,
+                                "connected to the MQTT broker"
+                            );
                             self.conn_tx.send_replace(Some(Conn {
                                 id,
                                 client: client.clone(),
@@ -511,7 +517,7 @@ type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
 /// What happened when a record was handed to librdkafka.
 enum Enqueued {
     Sent(InFlight),
-    Refused(Job, KafkaError),
+    Refused(Box<Job>, KafkaError),
     GaveUp,
 }
 
@@ -688,7 +694,7 @@ impl Forwarder {
     async fn dispatch(&mut self, job: Job) {
         match self.enqueue(job).await {
             Enqueued::Sent(f) => self.in_flight.push(f),
-            Enqueued::Refused(job, e) => self.refused(job, e).await,
+            Enqueued::Refused(job, e) => self.refused(*job, e).await,
             Enqueued::GaveUp => {}
         }
     }
@@ -748,7 +754,7 @@ impl Forwarder {
                 Err((e, _)) => e,
             };
             if record_refused(&err) {
-                return Enqueued::Refused(job, err);
+                return Enqueued::Refused(Box::new(job), err);
             }
             if self.shutdown.is_cancelled() {
                 let at = *self.give_up_at.get_or_insert(Instant::now() + self.grace);
