@@ -36,6 +36,9 @@ pub enum RunError {
     /// libjpeg-turbo could not be initialised.
     #[error("encoder: {0}")]
     Encoder(#[from] crate::encode::CodecError),
+    /// The encoder thread panicked (a bug); the process must exit non-zero.
+    #[error("the encoder thread panicked")]
+    EncoderPanicked,
 }
 
 /// The outcome of [`run`].
@@ -436,10 +439,11 @@ pub async fn run_live(
     };
     // The sink returns once the encoder closed its channel or the grace period ended.
     queue.close();
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = encoder_thread.join();
-    })
-    .await;
+    let encoder_result = tokio::task::spawn_blocking(move || encoder_thread.join()).await;
+    if !matches!(encoder_result, Ok(Ok(()))) {
+        // Only reachable in builds that unwind (tests): release builds abort on panic.
+        return Err(RunError::EncoderPanicked);
+    }
     drop(_control_input);
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
