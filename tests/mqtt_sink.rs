@@ -174,7 +174,11 @@ async fn bench_agent_to_mosquitto() {
     let broker = Mosquitto::start();
     for in_flight in [32u16, 256] {
         let n = 3000u64;
-        let mut cfg = config(broker.port(), "bench", &format!("fps = 0\nmax_frames = {n}"));
+        let mut cfg = config(
+            broker.port(),
+            "bench",
+            &format!("fps = 0\nmax_frames = {n}"),
+        );
         cfg.encode.max_message_bytes = std::num::NonZeroU32::new(1_000_000).unwrap();
         cfg.mqtt.as_mut().unwrap().max_in_flight = std::num::NonZeroU16::new(in_flight).unwrap();
         let metrics = Arc::new(Metrics::default());
