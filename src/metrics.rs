@@ -91,6 +91,9 @@ pub struct Metrics {
     pub latency_us_max: AtomicU64,
     /// Records sent to the error topic.
     pub error_records: AtomicU64,
+    /// MQTT connections lost or dropped by the no-traffic watchdog (each is followed by a
+    /// reconnect and a resend of everything unacknowledged).
+    pub mqtt_reconnects: AtomicU64,
     /// Set once the source is open and the producer created (systemd `READY=1`).
     pub ready: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<String>>,

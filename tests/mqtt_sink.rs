@@ -166,6 +166,56 @@ async fn broker_restart_mid_stream_loses_nothing() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_broker_is_detected_and_nothing_is_lost() {
+    let broker = Mosquitto::start();
+    let frames = subscriber(broker.port(), "t-silent", "edgecam/+/frame").await;
+    let n = 60u64;
+    let mut cfg = config(
+        broker.port(),
+        "lane",
+        &format!("fps = 10\nmax_frames = {n}"),
+    );
+    let m = cfg.mqtt.as_mut().unwrap();
+    m.keep_alive_secs = 5;
+    m.silence_timeout_secs = 6;
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        CancellationToken::new(),
+        metrics.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Frozen, not closed: the TCP connection stays up but nothing comes back.
+    broker.pause();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    broker.resume();
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+    // Detected by rumqttc's keep-alive or by the no-traffic watchdog, whichever is first.
+    assert!(
+        metrics.mqtt_reconnects.load(Relaxed) >= 1,
+        "{:?}",
+        metrics.last_error()
+    );
+    let all = |f: &[Publish]| {
+        let s: BTreeSet<u64> = f
+            .iter()
+            .filter_map(|p| prop(p, "edgecam.seq")?.parse().ok())
+            .collect();
+        s.len() as u64 == n
+    };
+    assert!(
+        wait_for(&frames, all).await,
+        "missing frames after the stall"
+    );
+}
+
 /// Agent → Mosquitto throughput: real 64 KB MJPEG frames passed through at QoS 1, counted
 /// delivered on PUBACK. Run: `cargo test --release --test mqtt_sink -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread")]

@@ -463,6 +463,9 @@ impl MqttSink {
                 break 'connection;
             }
             task.abort();
+            self.metrics
+                .mqtt_reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if give_up_at.is_some_and(|t| Instant::now() >= t)
                 || (!input_open && unacked.is_empty())
             {
