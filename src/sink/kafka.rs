@@ -312,21 +312,7 @@ impl KafkaSink {
             }
         }
         // Grace period over (or everything delivered): count what is left.
-        let mut left = in_flight.len() as u64;
-        if input_open {
-            rx.close();
-            while let Ok(_out) = rx.try_recv() {
-                left += 1;
-            }
-        }
-        if left > 0 {
-            tracing::error!(
-                undelivered = left,
-                "shutdown grace period over; records left undelivered"
-            );
-            self.metrics
-                .drop_frames(DropReason::UndeliveredAtShutdown, left);
-        }
+        let left = super::count_undelivered(in_flight.len(), &mut rx, input_open, &self.metrics);
         report.undelivered = left;
         let _ = self.producer.flush(Duration::from_millis(100));
         report

@@ -24,3 +24,29 @@ pub struct Outgoing {
     /// When the frame was captured (for capture-to-delivery latency).
     pub captured_at: std::time::SystemTime,
 }
+
+/// What a sink still holds when it stops: `in_flight` records awaiting acknowledgement plus,
+/// when its input was still open, whatever waits in `rx` (which is closed). Anything left is
+/// logged and counted as `undelivered_at_shutdown`; returns the count.
+pub(crate) fn count_undelivered(
+    in_flight: usize,
+    rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
+    input_open: bool,
+    metrics: &crate::metrics::Metrics,
+) -> u64 {
+    let mut left = in_flight as u64;
+    if input_open {
+        rx.close();
+        while rx.try_recv().is_ok() {
+            left += 1;
+        }
+    }
+    if left > 0 {
+        tracing::error!(
+            undelivered = left,
+            "shutdown grace period over; records left undelivered"
+        );
+        metrics.drop_frames(crate::metrics::DropReason::UndeliveredAtShutdown, left);
+    }
+    left
+}

@@ -480,21 +480,7 @@ impl MqttSink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let mut left = unacked.len() as u64;
-        if input_open {
-            rx.close();
-            while rx.try_recv().is_ok() {
-                left += 1;
-            }
-        }
-        if left > 0 {
-            tracing::error!(
-                undelivered = left,
-                "shutdown grace period over; frames left unacknowledged"
-            );
-            self.metrics
-                .drop_frames(DropReason::UndeliveredAtShutdown, left);
-        }
+        let left = super::count_undelivered(unacked.len(), &mut rx, input_open, &self.metrics);
         report.undelivered = left;
         report
     }
