@@ -284,3 +284,56 @@ async fn topic_creation_failure_is_a_clear_startup_error() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consume_writes_lossless_frames_as_png_and_jpeg_as_is() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    for (codec, ext) in [("zstd", "png"), ("jpeg", "jpg")] {
+        let topic = unique_topic(codec);
+        cluster.create_topic(&topic, 1, 1).unwrap();
+        let extra = format!("[encode]\ncodec = \"{codec}\"\nmax_message_bytes = 150000\n");
+        let n = 6;
+        let (metrics, _) = publish(config(&bootstrap, &topic, &extra, n)).await;
+        assert_eq!(metrics.delivered.load(Relaxed), n);
+        let dir = tempfile::tempdir().unwrap();
+        let opts = edgecam::consume::ConsumeOptions {
+            bootstrap_servers: bootstrap.clone(),
+            topic: topic.clone(),
+            group_id: unique_topic("group"),
+            output_dir: dir.path().to_path_buf(),
+            auto_offset_reset: "earliest".into(),
+            max_frames: Some(n),
+            idle_timeout: Some(Duration::from_secs(20)),
+            progress: false,
+            assigned: None,
+        };
+        let report = edgecam::consume::consume(&opts, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.frames, n);
+        let recs = read_topic(&bootstrap, &topic, 1, n as usize, Duration::from_secs(10));
+        for r in &recs {
+            let path = dir
+                .path()
+                .join("front-door")
+                .join(format!("{}.{ext}", r.h("edgecam.seq")));
+            let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(img.width().to_string(), r.h("edgecam.width"));
+            assert_eq!(img.height().to_string(), r.h("edgecam.height"));
+            if codec == "jpeg" {
+                assert_eq!(std::fs::read(&path).unwrap(), r.value, "JPEG written as is");
+            } else {
+                // Lossless: the PNG holds exactly the pixels of the zstd value.
+                let raw = edgecam::encode::codec::decode_zstd(
+                    &r.value,
+                    img.width(),
+                    img.height(),
+                    PixelFormat::Rgb8,
+                )
+                .unwrap();
+                assert_eq!(img.to_rgb8().into_raw(), raw.data);
+            }
+        }
+    }
+}
