@@ -148,7 +148,7 @@ impl Metrics {
         self.dropped.lock().unwrap().values().sum()
     }
 
-    /// Counts one published frame at `quality` (the `edgecam.quality` header value).
+    /// Counts one published frame under `quality` (e.g. `40 at 432x324`).
     pub fn record_quality(&self, quality: &str) {
         *self
             .quality
@@ -158,7 +158,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Frames by quality header value.
+    /// Frames by quality and size.
     pub fn qualities(&self) -> BTreeMap<String, u64> {
         self.quality.lock().unwrap().clone()
     }

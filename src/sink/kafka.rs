@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -233,15 +233,7 @@ impl KafkaSink {
         let topic = self.topic_for(out.destination).unwrap_or_default();
         *report.delivered.entry(topic.to_string()).or_default() += 1;
         if out.destination == Destination::Frames {
-            let latency = SystemTime::now()
-                .duration_since(out.captured_at)
-                .unwrap_or_default()
-                .as_micros() as u64;
-            self.metrics
-                .delivered(out.record.wire_size() as u64, latency);
-            if let Some(q) = out.record.header(crate::record::header::QUALITY) {
-                self.metrics.record_quality(q);
-            }
+            super::count_delivered(out, &self.metrics);
         } else {
             self.metrics.error_records.fetch_add(1, Relaxed);
         }

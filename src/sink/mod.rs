@@ -50,3 +50,22 @@ pub(crate) fn count_undelivered(
     }
     left
 }
+
+/// Counts a delivered frame in `metrics`: record bytes, capture-to-delivery latency, and the
+/// quality it went out at, keyed `"<quality> at <width>x<height>"` (e.g. `40 at 432x324`).
+pub(crate) fn count_delivered(out: &Outgoing, metrics: &crate::metrics::Metrics) {
+    use crate::record::header;
+    let latency = std::time::SystemTime::now()
+        .duration_since(out.captured_at)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    metrics.delivered(out.record.wire_size() as u64, latency);
+    let r = &out.record;
+    if let (Some(q), Some(w), Some(h)) = (
+        r.header(header::QUALITY),
+        r.header(header::WIDTH),
+        r.header(header::HEIGHT),
+    ) {
+        metrics.record_quality(&format!("{q} at {w}x{h}"));
+    }
+}

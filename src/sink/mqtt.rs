@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
@@ -287,15 +287,7 @@ impl MqttSink {
 
     fn delivered(&self, out: &Outgoing, report: &mut SinkReport) {
         *report.delivered.entry(self.topic.clone()).or_default() += 1;
-        let latency = SystemTime::now()
-            .duration_since(out.captured_at)
-            .unwrap_or_default()
-            .as_micros() as u64;
-        self.metrics
-            .delivered(out.record.wire_size() as u64, latency);
-        if let Some(q) = out.record.header(crate::record::header::QUALITY) {
-            self.metrics.record_quality(q);
-        }
+        super::count_delivered(out, &self.metrics);
     }
 
     /// Publishes everything received on `rx` until it closes and every frame is
