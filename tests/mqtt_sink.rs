@@ -72,6 +72,30 @@ fn config(port: u16, device: &str, extra: &str) -> edgecam::config::Config {
     .unwrap()
 }
 
+/// Every sequence number 0..n is among `f` (at least once: a lost PUBACK may duplicate one).
+fn every_seq(f: &[Publish], n: u64) -> bool {
+    let s: BTreeSet<u64> = f
+        .iter()
+        .filter_map(|p| prop(p, "edgecam.seq")?.parse().ok())
+        .collect();
+    s == (0..n).collect()
+}
+
+/// Waits for a spawned agent run and checks it delivered all `n` frames, none left over.
+async fn finish(
+    run: tokio::task::JoinHandle<Result<edgecam::pipeline::RunReport, edgecam::pipeline::RunError>>,
+    metrics: &Metrics,
+    n: u64,
+) {
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+}
+
 async fn wait_for(got: &Arc<Mutex<Vec<Publish>>>, f: impl Fn(&[Publish]) -> bool) -> bool {
     for _ in 0..200 {
         if f(&got.lock().unwrap()) {
@@ -145,23 +169,9 @@ async fn broker_restart_mid_stream_loses_nothing() {
     ));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     broker.restart();
-    let report = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(report.sink.undelivered, 0);
-    assert_eq!(metrics.delivered.load(Relaxed), n);
-    // Every frame at least once (a lost PUBACK may duplicate one).
-    let all = |f: &[Publish]| {
-        let s: BTreeSet<u64> = f
-            .iter()
-            .filter_map(|p| prop(p, "edgecam.seq")?.parse().ok())
-            .collect();
-        s.len() as u64 == n
-    };
+    finish(run, &metrics, n).await;
     assert!(
-        wait_for(&frames, all).await,
+        wait_for(&frames, |f| every_seq(f, n)).await,
         "missing frames after the restart"
     );
 }
@@ -190,28 +200,15 @@ async fn frozen_broker_is_detected_and_nothing_is_lost() {
     broker.pause();
     tokio::time::sleep(Duration::from_secs(8)).await;
     broker.resume();
-    let report = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(report.sink.undelivered, 0);
-    assert_eq!(metrics.delivered.load(Relaxed), n);
+    finish(run, &metrics, n).await;
     // Detected by rumqttc's keep-alive or by the no-traffic watchdog, whichever is first.
     assert!(
         metrics.mqtt_reconnects.load(Relaxed) >= 1,
         "{:?}",
         metrics.last_error()
     );
-    let all = |f: &[Publish]| {
-        let s: BTreeSet<u64> = f
-            .iter()
-            .filter_map(|p| prop(p, "edgecam.seq")?.parse().ok())
-            .collect();
-        s.len() as u64 == n
-    };
     assert!(
-        wait_for(&frames, all).await,
+        wait_for(&frames, |f| every_seq(f, n)).await,
         "missing frames after the stall"
     );
 }
