@@ -51,16 +51,8 @@ fn with_comment(jpeg: &[u8], text: &str) -> Bytes {
 /// A small real PNG, `w`×`h` grayscale.
 fn png(w: u32, h: u32, seed: u32) -> Bytes {
     let px: Vec<u8> = (0..w * h).map(|i| ((i + seed) % 251) as u8).collect();
-    let mut out = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut out),
-        &px,
-        w,
-        h,
-        image::ExtendedColorType::L8,
-    )
-    .unwrap();
-    out.into()
+    let img = edgecam::frame::RawImage::new(w, h, edgecam::frame::PixelFormat::Gray8, px).unwrap();
+    edgecam::encode::codec::encode_png(&img).unwrap().into()
 }
 
 /// The headers edgecam's MQTT sink sends for a JPEG frame, in its order.

@@ -391,16 +391,8 @@ mod tests {
 
     fn png(w: u32, h: u32) -> Bytes {
         let px: Vec<u8> = (0..w * h).map(|i| (i % 251) as u8).collect();
-        let mut out = Vec::new();
-        image::ImageEncoder::write_image(
-            image::codecs::png::PngEncoder::new(&mut out),
-            &px,
-            w,
-            h,
-            image::ExtendedColorType::L8,
-        )
-        .unwrap();
-        out.into()
+        let img = crate::frame::RawImage::new(w, h, crate::frame::PixelFormat::Gray8, px).unwrap();
+        crate::encode::codec::encode_png(&img).unwrap().into()
     }
 
     fn edgecam_props(device: &str, seq: u64) -> PublishProperties {
