@@ -46,9 +46,7 @@ pub fn apply(name: &str, payload: &[u8], live: &Live) -> Result<(), String> {
             let fps: f64 = text
                 .parse()
                 .map_err(|_| format!("fps must be a number, got {text:?}"))?;
-            if !fps.is_finite() || !(0.0..=1000.0).contains(&fps) {
-                return Err(format!("fps must be 0-1000, got {text}"));
-            }
+            crate::config::source::check_fps(fps).map_err(|m| format!("fps {m}"))?;
             live.config.send_modify(|c| c.source.fps = fps);
         }
         "quality_max" => {
@@ -56,11 +54,14 @@ pub fn apply(name: &str, payload: &[u8], live: &Live) -> Result<(), String> {
                 .parse()
                 .map_err(|_| format!("quality_max must be an integer 1-100, got {text:?}"))?;
             let min = live.config.borrow().encode.quality_min;
-            if !(1..=100).contains(&q) || q < min {
-                return Err(format!(
-                    "quality_max must be {min}-100 (quality_min-100), got {q}"
-                ));
-            }
+            let q = match crate::config::Quality::new(q) {
+                Some(q) if q >= min => q,
+                _ => {
+                    return Err(format!(
+                        "quality_max must be {min}-100 (quality_min-100), got {q}"
+                    ))
+                }
+            };
             live.config.send_modify(|c| c.encode.quality_max = q);
         }
         "paused" => {
@@ -172,8 +173,8 @@ mod tests {
         let before = l.config.borrow().clone();
         for (name, value, needle) in [
             ("fps", &b"fast"[..], "number"),
-            ("fps", b"-1", "0-1000"),
-            ("fps", b"NaN", "0-1000"),
+            ("fps", b"-1", "0 to 1000"),
+            ("fps", b"NaN", "0 to 1000"),
             ("quality_max", b"500", "integer"),
             ("quality_max", b"10", "quality_min"),
             ("paused", b"maybe", "true or false"),

@@ -53,7 +53,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print the resolved configuration, or exit 64 naming the bad key.
+    /// Check an agent or bridge configuration (or a file with both) as `run`/`bridge` would
+    /// at start-up; print it resolved, secrets redacted, or exit 64 naming the bad key.
     CheckConfig {
         /// The TOML file to check.
         #[arg(long)]
@@ -193,9 +194,32 @@ fn reload_on_sighup(
     Ok(())
 }
 
-fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
-    config::load(path, std::env::vars()).map_err(|e| {
-        eprintln!("edgecam: invalid configuration {}: {e}", path.display());
+/// Loads `path` for a command: prints the one error (never a secret) and returns exit code 64
+/// on any problem; prints warnings.
+fn load_config(path: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    match config::load_file(path, std::env::vars()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("edgecam: warning: {w}");
+            }
+            Ok(loaded)
+        }
+        Err(e) => {
+            eprintln!("edgecam: invalid configuration {}: {e}", path.display());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// The agent part of `loaded`, or exit 64 saying the file is a bridge configuration.
+fn agent_part(loaded: config::Loaded, path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    loaded.agent.ok_or_else(|| {
+        eprintln!(
+            "edgecam: {} is a bridge configuration (no [device]/[source]): run it with `edgecam \
+             bridge --config {}`",
+            path.display(),
+            path.display()
+        );
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -203,23 +227,27 @@ fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { config } => {
-            let cfg = match load_config(&config) {
+            let loaded = match load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            print!(
-                "{}",
-                toml::to_string_pretty(&cfg).context("printing config")?
-            );
+            eprintln!("edgecam: {}: valid {}", config.display(), loaded.describe());
+            print!("{}", loaded.to_toml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bridge { config } => {
-            let cfg = match edgecam::bridge::config::load(&config, std::env::vars()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("edgecam: invalid configuration {}: {e}", config.display());
+            let cfg = match load_config(&config).map(|l| l.bridge) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    eprintln!(
+                        "edgecam: {} has no [bridge] table: it is an agent configuration; run \
+                         it with `edgecam run --config {}`",
+                        config.display(),
+                        config.display()
+                    );
                     return Ok(ExitCode::from(EXIT_CONFIG));
                 }
+                Err(code) => return Ok(code),
             };
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
@@ -231,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             // Validate before opening any device or connection.
-            let cfg = match load_config(&config) {
+            let cfg = match load_config(&config).and_then(|l| agent_part(l, &config)) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };

@@ -39,8 +39,8 @@ pub fn v5_options(
     client_id: &str,
     max_payload_bytes: u32,
 ) -> rumqttc::v5::MqttOptions {
-    let mut o = rumqttc::v5::MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
-    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs as u64))
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, cfg.host.clone(), cfg.port.get());
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.get().into()))
         .set_clean_start(false)
         .set_session_expiry_interval(Some(cfg.session_expiry_secs))
         .set_max_packet_size(Some(
@@ -48,7 +48,13 @@ pub fn v5_options(
         ))
         .set_outgoing_inflight_upper_limit(cfg.max_in_flight.get());
     if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        o.set_credentials(
+            user.clone(),
+            cfg.password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        );
     }
     o
 }
@@ -59,14 +65,20 @@ pub fn v311_options(
     client_id: &str,
     max_payload_bytes: u32,
 ) -> rumqttc::MqttOptions {
-    let mut o = rumqttc::MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+    let mut o = rumqttc::MqttOptions::new(client_id, cfg.host.clone(), cfg.port.get());
     let limit = (max_payload_bytes.saturating_add(PACKET_OVERHEAD_BYTES)) as usize;
-    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs as u64))
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.get().into()))
         .set_clean_session(false)
         .set_max_packet_size(limit, limit)
         .set_inflight(cfg.max_in_flight.get());
     if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), cfg.password.clone().unwrap_or_default());
+        o.set_credentials(
+            user.clone(),
+            cfg.password
+                .as_ref()
+                .map(|p| p.expose().to_string())
+                .unwrap_or_default(),
+        );
     }
     o
 }

@@ -376,7 +376,7 @@ pub async fn run_live(
             let (tx, rx) = mpsc::channel(1);
             let control = MqttSink::new(m, &cfg.device.id, max_bytes, metrics.clone())
                 .with_control(live.clone());
-            let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
+            let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
             (
                 Some(tx),
                 Some(tokio::spawn(control.run(rx, shutdown.clone(), grace))),
@@ -400,7 +400,7 @@ pub async fn run_live(
         });
     };
     tracing::info!(
-        device = cfg.device.id,
+        device = %cfg.device.id,
         source = src.describe(),
         topic = sink.topic(),
         budget_bytes = max_bytes,
@@ -432,7 +432,7 @@ pub async fn run_live(
             .expect("spawn encoder thread")
     };
     metrics.ready.store(true, Relaxed);
-    let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms);
+    let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
     let report = match sink {
         AnySink::Kafka(k) => k.run(rx, shutdown.clone(), grace).await,
         AnySink::Mqtt(m) => m.run(rx, shutdown.clone(), grace).await,

@@ -131,8 +131,8 @@ mod tests {
     fn other_keys_need_a_restart_and_are_not_applied() {
         let running = cfg("");
         let mut new = cfg("[pipeline]\nqueue_frames = 3\n");
-        new.kafka.as_mut().unwrap().topic = "other".into();
-        new.encode.quality_min = 30;
+        new.kafka.as_mut().unwrap().topic = crate::config::TopicName::new("other").unwrap();
+        new.encode.quality_min = crate::config::Quality::new(30).unwrap();
         let p = plan(&running, &new, 1_000_000);
         assert_eq!(
             p.needs_restart,

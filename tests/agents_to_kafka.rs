@@ -41,7 +41,7 @@ async fn agents_through_mosquitto_and_the_bridge_keep_their_headers() {
     let topic = unique_topic("agents");
     cluster.create_topic(&topic, 1, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let bridge_cfg = edgecam::bridge::config::load_str(
+    let bridge_cfg = edgecam::config::load_bridge_str(
         &format!(
             "[bridge]\nid = \"t\"\nmax_message_bytes = 20000\n\
              [[bridge.inputs]]\ntopic = \"edgecam/{{device}}/frame\"\nformat = \"edgecam\"\n\

@@ -332,7 +332,7 @@ struct InProcessBridge {
 
 impl InProcessBridge {
     fn start(toml: &str) -> InProcessBridge {
-        let cfg = edgecam::bridge::config::load_str(toml, std::iter::empty()).unwrap();
+        let cfg = edgecam::config::load_bridge_str(toml, std::iter::empty()).unwrap();
         let stop = CancellationToken::new();
         let metrics = Arc::new(BridgeMetrics::default());
         let task = tokio::spawn(edgecam::bridge::run(cfg, stop.clone(), metrics.clone()));

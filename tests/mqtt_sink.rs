@@ -187,7 +187,7 @@ async fn frozen_broker_is_detected_and_nothing_is_lost() {
         &format!("fps = 10\nmax_frames = {n}"),
     );
     let m = cfg.mqtt.as_mut().unwrap();
-    m.keep_alive_secs = 5;
+    m.keep_alive_secs = edgecam::config::types::KeepAliveSecs::new(5).unwrap();
     m.silence_timeout_secs = 6;
     let metrics = Arc::new(Metrics::default());
     let run = tokio::spawn(edgecam::pipeline::run(
@@ -226,8 +226,9 @@ async fn bench_agent_to_mosquitto() {
             "bench",
             &format!("fps = 0\nmax_frames = {n}"),
         );
-        cfg.encode.max_message_bytes = std::num::NonZeroU32::new(1_000_000).unwrap();
-        cfg.mqtt.as_mut().unwrap().max_in_flight = std::num::NonZeroU16::new(in_flight).unwrap();
+        cfg.encode.max_message_bytes = edgecam::config::types::Budget::new(1_000_000).unwrap();
+        cfg.mqtt.as_mut().unwrap().max_in_flight =
+            edgecam::config::types::MqttInFlight::new(in_flight).unwrap();
         let metrics = Arc::new(Metrics::default());
         let t = std::time::Instant::now();
         let report = edgecam::pipeline::run(cfg, CancellationToken::new(), metrics.clone())

@@ -184,7 +184,7 @@ pub async fn run(
         .iter()
         .zip(&patterns)
         .map(|(i, p)| {
-            let mut f = Filter::new(p.filter(), crate::mqtt::qos(i.qos));
+            let mut f = Filter::new(p.filter(), crate::mqtt::qos(i.qos.get()));
             // Retained messages only when the subscription is new, not on every restart.
             f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
             f
@@ -226,8 +226,8 @@ pub async fn run(
 
     let mut fwd = Forwarder {
         producer,
-        topic: cfg.kafka.topic.clone(),
-        dead_letter_topic: cfg.bridge.dead_letter_topic.clone(),
+        topic: cfg.kafka.topic.to_string(),
+        dead_letter_topic: cfg.bridge.dead_letter_topic.as_ref().map(|t| t.to_string()),
         max_bytes: max_bytes as usize,
         inputs,
         seqs: RawSeqs::default(),
@@ -240,7 +240,7 @@ pub async fn run(
         // A child: the forwarder may stop itself without cancelling the caller's token.
         shutdown: shutdown.child_token(),
         give_up_at: None,
-        grace: Duration::from_millis(cfg.bridge.shutdown_grace_ms),
+        grace: Duration::from_millis(cfg.bridge.shutdown_grace_ms.get()),
     };
     let undelivered = fwd.run(rx, &draining).await;
 

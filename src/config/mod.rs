@@ -1,53 +1,85 @@
-//! One TOML file per device, layered with `EDGECAM_…` environment overrides, resolved into
-//! typed, validated settings before anything is opened.
+//! One loader for every edgecam configuration file: an agent's (one device), a bridge's, or
+//! one file with both.
 //!
-//! Every struct rejects unknown keys; every key has a default (except `device.id` and the
-//! source's own path/command) and a unit in its name. [`load`] returns a [`ConfigError`] that
-//! names the key and what is wrong; `edgecam check-config` prints it and exits 64.
+//! [`load_file`] reads the TOML file, layers `EDGECAM_…` environment overrides over it
+//! ([`env`]), deserializes strictly into the typed tables below (unknown keys, wrong types and
+//! out-of-range values are errors naming the key, the file, the line and the column; nothing
+//! is coerced), makes relative paths absolute against the file's directory, reads secret
+//! references ([`secret`]), applies the rules across keys, and finally checks what `run`
+//! would otherwise only find out at start-up: files exist and are readable, `source.command`'s
+//! program is installed, librdkafka accepts every producer property of this build. A camera
+//! device that is absent is only a warning (it may be plugged in later).
+//!
+//! One file per table: [`source`], [`encode`] (with `[transform]`), [`pipeline`] (with
+//! `[sink]`), [`kafka`], [`mqtt`], [`bridge`]; bounded values in [`types`]; errors in
+//! [`error`]. `edgecam check-config` prints the resolved configuration (secrets redacted) or
+//! the error, and exits 64 on error; `edgecam run` and `edgecam bridge` run the same checks
+//! before they open anything and exit 64 too.
 
-use std::collections::BTreeMap;
-use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-mod validate;
+pub mod bridge;
+mod de;
+pub mod encode;
+pub mod env;
+pub mod error;
+pub mod kafka;
+pub mod mqtt;
+pub mod pipeline;
+pub mod secret;
+pub mod source;
+pub mod types;
 
-pub use validate::ConfigError;
+#[cfg(test)]
+mod tests;
 
-/// Environment variables with this prefix override file keys; `__` separates levels:
-/// `EDGECAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092` sets `kafka.bootstrap_servers`.
-pub const ENV_PREFIX: &str = "EDGECAM";
+pub use bridge::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern};
+pub use encode::{Codec, EncodeConfig, TransformConfig, DEFAULT_MAX_MESSAGE_BYTES};
+pub use env::ENV_PREFIX;
+pub use error::{ConfigError, Origin};
+pub use kafka::{KafkaConfig, PropertyValue};
+pub use mqtt::{MqttConfig, MqttProtocol};
+pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
+pub use secret::{Secret, SecretSource};
+pub use source::{CameraFormat, SourceConfig, SourceKind};
+pub use types::{valid_device_id, DeviceId, Quality, TopicName};
 
-/// Default `encode.max_message_bytes`: librdkafka's default `message.max.bytes`.
-pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_000_000;
+use de::Document;
+use env::EnvOverrides;
 
-/// The whole configuration of one agent (one device).
+/// `[device]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Device id: the Kafka record key and the `edgecam.device` header. 1–128 characters
+    /// from `A-Z a-z 0-9 . _ -`, not `.` or `..` (safe in file names, MQTT topics and Kafka
+    /// keys).
+    pub id: DeviceId,
+}
+
+/// The whole configuration of one agent (one device).
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Config {
     /// Who this agent is.
     pub device: DeviceConfig,
     /// Where frames come from.
     pub source: SourceConfig,
     /// What happens to pixels before encoding.
-    #[serde(default)]
     pub transform: TransformConfig,
     /// How frames are fitted under the byte budget.
-    #[serde(default)]
     pub encode: EncodeConfig,
     /// Queues between stages and shutdown.
-    #[serde(default)]
     pub pipeline: PipelineConfig,
     /// Which sink publishes frames: Kafka (default) or MQTT.
-    #[serde(default)]
     pub sink: SinkConfig,
-    /// Kafka settings; required when `sink.kind = "kafka"`.
-    #[serde(default)]
+    /// Kafka settings; present when `sink.kind = "kafka"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
-    /// MQTT settings; required when `sink.kind = "mqtt"`. When present with a Kafka sink,
+    /// MQTT settings; present when `sink.kind = "mqtt"`. When present with a Kafka sink,
     /// only the control plane (status, state, commands) uses it.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<MqttConfig>,
 }
 
@@ -62,471 +94,348 @@ impl Config {
     }
 }
 
-/// Which sink publishes frames.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// Kafka, directly (`[kafka]`).
-    #[default]
-    Kafka,
-    /// An MQTT broker (`[mqtt]`); `edgecam bridge` moves frames on into Kafka.
-    Mqtt,
-}
-
-/// `[sink]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+/// A configuration file as written: every table optional, unknown tables refused.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// `kafka | mqtt`.
-    #[serde(default)]
-    pub kind: SinkKind,
+struct FileDoc {
+    device: Option<DeviceConfig>,
+    source: Option<SourceConfig>,
+    transform: Option<TransformConfig>,
+    encode: Option<EncodeConfig>,
+    pipeline: Option<PipelineConfig>,
+    sink: Option<SinkConfig>,
+    kafka: Option<KafkaConfig>,
+    mqtt: Option<MqttConfig>,
+    bridge: Option<BridgeConfig>,
 }
 
-/// MQTT protocol version.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MqttProtocol {
-    /// MQTT 5: headers travel as user properties, content type as the content-type property.
-    #[default]
-    V5,
-    /// MQTT 3.1.1: no properties; the payload is the image only.
-    V311,
+/// The top-level tables a file may have.
+const TABLES: &[&str] = &[
+    "device",
+    "source",
+    "transform",
+    "encode",
+    "pipeline",
+    "sink",
+    "kafka",
+    "mqtt",
+    "bridge",
+];
+
+/// What a file held: an agent configuration, a bridge configuration, or both.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The agent part (`[device]`, `[source]`, …), when the file has one.
+    pub agent: Option<Config>,
+    /// The bridge part (`[bridge]` with `[mqtt]` and `[kafka]`), when the file has one.
+    pub bridge: Option<BridgeFile>,
+    /// Things that are not errors but deserve a look (a camera device not plugged in).
+    pub warnings: Vec<String>,
 }
 
-/// `[mqtt]`: the broker, the frame topic, and the control plane.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker TCP port.
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
-    /// MQTT client id. Default `edgecam-<device.id>` (`edgecam-bridge-<bridge.id>` for the
-    /// bridge). Must be unique per broker.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// `v5 | v311`.
-    #[serde(default)]
-    pub protocol: MqttProtocol,
-    /// Topic frames are published to; `{device}` is replaced by `device.id`.
-    #[serde(default = "default_topic_template")]
-    pub topic_template: String,
-    /// QoS of frame publishes: 0 (at most once) or 1 (at least once, default).
-    #[serde(default = "default_qos")]
-    pub qos: u8,
-    /// MQTT 5 message expiry interval, seconds: the broker discards a frame not delivered
-    /// by then. Unset = never.
-    #[serde(default)]
-    pub message_expiry_secs: Option<NonZeroU32>,
-    /// Keep-alive interval, seconds (5–3600).
-    #[serde(default = "default_keep_alive_secs")]
-    pub keep_alive_secs: u16,
-    /// No-traffic watchdog: when nothing at all arrives from the broker for this many
-    /// seconds, the connection is dropped and reopened. Must exceed `keep_alive_secs`.
-    #[serde(default = "default_silence_timeout_secs")]
-    pub silence_timeout_secs: u32,
-    /// MQTT 5 session expiry, seconds: how long the broker keeps this client's session
-    /// (subscriptions, queued QoS 1 messages) while it is disconnected.
-    #[serde(default = "default_session_expiry_secs")]
-    pub session_expiry_secs: u32,
-    /// QoS 1 publishes awaiting their PUBACK at once.
-    #[serde(default = "default_mqtt_in_flight")]
-    pub max_in_flight: NonZeroU16,
-    /// User name, if the broker requires one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password (with `username`).
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Publish availability and state and accept commands under `control_prefix`.
-    #[serde(default = "default_true")]
-    pub control: bool,
-    /// Control topics: `<prefix>/<device>/status` (retained `online`/`offline`, also the
-    /// last will), `<prefix>/<device>/state` (retained JSON), `<prefix>/<device>/set/<name>`.
-    #[serde(default = "default_control_prefix")]
-    pub control_prefix: String,
-}
-
-fn default_mqtt_port() -> u16 {
-    1883
-}
-fn default_topic_template() -> String {
-    "edgecam/{device}/frame".to_string()
-}
-fn default_qos() -> u8 {
-    1
-}
-fn default_keep_alive_secs() -> u16 {
-    30
-}
-fn default_silence_timeout_secs() -> u32 {
-    90
-}
-fn default_session_expiry_secs() -> u32 {
-    3600
-}
-fn default_mqtt_in_flight() -> NonZeroU16 {
-    NonZeroU16::new(32).unwrap()
-}
-fn default_control_prefix() -> String {
-    "edgecam".to_string()
-}
-
-impl MqttConfig {
-    /// The frame topic for `device`.
-    pub fn frame_topic(&self, device: &str) -> String {
-        self.topic_template.replace("{device}", device)
-    }
-}
-
-/// `[device]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceConfig {
-    /// Device id: the Kafka record key and the `edgecam.device` header. 1–128 characters
-    /// from `A-Z a-z 0-9 . _ -` (safe in file names, MQTT topics and Kafka keys).
-    pub id: String,
-}
-
-/// Which kind of source `[source]` describes.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// A V4L2 camera through `nokhwa`.
-    Camera,
-    /// An MJPEG byte stream (JPEGs back to back) from a file or a child process's stdout.
-    Mjpeg,
-    /// A directory of `.jpg`/`.jpeg`/`.png` files, replayed in name order.
-    Images,
-    /// A moving test pattern.
-    Synthetic,
-}
-
-/// Pixel format to ask a camera for.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum CameraFormat {
-    /// MJPEG (FourCC `MJPG`), falling back to YUYV: MJPEG frames can pass through untouched.
-    #[default]
-    Mjpeg,
-    /// YUYV 4:2:2 (FourCC `YUYV`), converted to RGB8.
-    Yuyv,
-}
-
-/// `[source]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// `camera | mjpeg | images | synthetic`.
-    pub kind: SourceKind,
-    /// `mjpeg`: the MJPEG file; `images`: the directory. Relative paths are relative to the
-    /// working directory.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// `mjpeg`: a child process whose stdout is MJPEG, as an argv list, e.g.
-    /// `["rpicam-vid", "-t", "0", "--codec", "mjpeg", "-o", "-"]`. Exclusive with `path`.
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    /// Frames per second; `0` = as fast as the source gives them. For a camera this is the
-    /// rate requested from the driver.
-    #[serde(default = "default_fps")]
-    pub fps: f64,
-    /// `mjpeg` file and `images`: start again at the end instead of finishing.
-    #[serde(default, rename = "loop")]
-    pub loop_: bool,
-    /// `camera`, `synthetic`: frame width in pixels.
-    #[serde(default = "default_width")]
-    pub width: NonZeroU32,
-    /// `camera`, `synthetic`: frame height in pixels.
-    #[serde(default = "default_height")]
-    pub height: NonZeroU32,
-    /// `camera`: V4L2 device, as an index (`"0"`) or a path (`"/dev/video0"`).
-    #[serde(default = "default_camera_device")]
-    pub device: String,
-    /// `camera`: pixel format to ask the driver for.
-    #[serde(default)]
-    pub format: CameraFormat,
-    /// Any source: stop after this many frames (`0` = never), then flush and exit 0.
-    #[serde(default)]
-    pub max_frames: u64,
-}
-
-fn default_fps() -> f64 {
-    10.0
-}
-fn default_width() -> NonZeroU32 {
-    NonZeroU32::new(1280).unwrap()
-}
-fn default_height() -> NonZeroU32 {
-    NonZeroU32::new(720).unwrap()
-}
-fn default_camera_device() -> String {
-    "0".to_string()
-}
-
-/// `[transform]`: applied to every frame before encoding, in this order: rotate, resize,
-/// grayscale. A frame that needs any of them is decoded (no passthrough).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TransformConfig {
-    /// Clockwise rotation in degrees: 0, 90, 180 or 270 (cameras are often mounted upside
-    /// down: 180).
-    #[serde(default)]
-    pub rotate_degrees: u16,
-    /// Largest width in pixels after rotation; wider frames are scaled down keeping the
-    /// aspect ratio. Unset = no limit.
-    #[serde(default)]
-    pub max_width: Option<NonZeroU32>,
-    /// Largest height in pixels after rotation. Unset = no limit.
-    #[serde(default)]
-    pub max_height: Option<NonZeroU32>,
-    /// Convert to 8-bit grayscale.
-    #[serde(default)]
-    pub grayscale: bool,
-}
-
-/// Output codec.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Codec {
-    /// JPEG (`image/jpeg`): quality ladder, then downscale.
-    #[default]
-    Jpeg,
-    /// PNG (`image/png`): lossless; downscale when it does not fit.
-    Png,
-    /// Raw pixels compressed with zstd (`application/vnd.edgecam.raw+zstd`): lossless,
-    /// cheap to decode; downscale when it does not fit.
-    Zstd,
-}
-
-impl Codec {
-    /// Name used in the `edgecam.codec` header: `jpeg`, `png` or `zstd`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Codec::Jpeg => "jpeg",
-            Codec::Png => "png",
-            Codec::Zstd => "zstd",
+impl Loaded {
+    /// One line saying what was checked: `agent configuration (device front-door, source
+    /// mjpeg /clip.mjpeg, sink kafka)`, `bridge configuration (bridge site-a, 2 inputs)`, or
+    /// both.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.agent {
+            let sink = match a.sink.kind {
+                SinkKind::Kafka => "kafka",
+                SinkKind::Mqtt => "mqtt",
+            };
+            parts.push(format!(
+                "agent configuration (device {}, source {}, sink {sink})",
+                a.device.id,
+                a.source.describe()
+            ));
         }
-    }
-}
-
-/// `[encode]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EncodeConfig {
-    /// `jpeg | png | zstd`.
-    #[serde(default)]
-    pub codec: Codec,
-    /// Upper bound on the whole Kafka record: value + key + headers + record and batch
-    /// framing. Default 1,000,000 bytes, librdkafka's `message.max.bytes`. Every published
-    /// record is at most this large.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: NonZeroU32,
-    /// Highest JPEG quality (1–100) the ladder starts from.
-    #[serde(default = "default_quality_max")]
-    pub quality_max: u8,
-    /// Lowest JPEG quality (1–100) before the ladder downscales instead.
-    #[serde(default = "default_quality_min")]
-    pub quality_min: u8,
-    /// Quality step between rungs of the JPEG ladder.
-    #[serde(default = "default_quality_step")]
-    pub quality_step: NonZeroU32,
-    /// Each downscale rung multiplies width and height by this percentage (10–95).
-    #[serde(default = "default_downscale_percent")]
-    pub downscale_percent: u8,
-    /// Downscaling stops before either side falls under this many pixels; a frame that does
-    /// not fit by then is dropped (reason `budget_unreachable`).
-    #[serde(default = "default_min_side_px")]
-    pub min_side_px: NonZeroU32,
-    /// zstd compression level (1–22) for `codec = "zstd"`.
-    #[serde(default = "default_zstd_level")]
-    pub zstd_level: i32,
-    /// Publish JPEG frames from the source untouched when they fit and no transform
-    /// applies.
-    #[serde(default = "default_true")]
-    pub passthrough: bool,
-}
-
-fn default_max_message_bytes() -> NonZeroU32 {
-    NonZeroU32::new(DEFAULT_MAX_MESSAGE_BYTES).unwrap()
-}
-fn default_quality_max() -> u8 {
-    90
-}
-fn default_quality_min() -> u8 {
-    40
-}
-fn default_quality_step() -> NonZeroU32 {
-    NonZeroU32::new(5).unwrap()
-}
-fn default_downscale_percent() -> u8 {
-    75
-}
-fn default_min_side_px() -> NonZeroU32 {
-    NonZeroU32::new(32).unwrap()
-}
-fn default_zstd_level() -> i32 {
-    3
-}
-fn default_true() -> bool {
-    true
-}
-
-impl Default for EncodeConfig {
-    fn default() -> Self {
-        EncodeConfig {
-            codec: Codec::default(),
-            max_message_bytes: default_max_message_bytes(),
-            quality_max: default_quality_max(),
-            quality_min: default_quality_min(),
-            quality_step: default_quality_step(),
-            downscale_percent: default_downscale_percent(),
-            min_side_px: default_min_side_px(),
-            zstd_level: default_zstd_level(),
-            passthrough: true,
+        if let Some(b) = &self.bridge {
+            parts.push(format!(
+                "bridge configuration (bridge {}, {} input{})",
+                b.bridge.id,
+                b.bridge.inputs.len(),
+                if b.bridge.inputs.len() == 1 { "" } else { "s" }
+            ));
         }
+        parts.join(" and ")
     }
-}
 
-/// What to do with a new frame when the queue in front of the encoder is full.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OverflowPolicy {
-    /// Drop the oldest waiting frame to make room (keeps latency low). Counted as
-    /// `queue_full_oldest`.
-    #[default]
-    DropOldest,
-    /// Drop the new frame (keeps the earliest frames). Counted as `queue_full_newest`.
-    DropNewest,
-    /// Block the source until there is room (lossless, the camera falls behind).
-    Block,
-}
-
-/// `[pipeline]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
-    /// Frames that may wait between the source and the encoder.
-    #[serde(default = "default_queue_frames")]
-    pub queue_frames: NonZeroUsize,
-    /// What happens when that queue is full.
-    #[serde(default)]
-    pub overflow: OverflowPolicy,
-    /// On SIGINT/SIGTERM, how long to wait for frames already accepted to be delivered
-    /// before exiting anyway (undelivered ones are counted and logged). Keep it below
-    /// systemd's `TimeoutStopSec`.
-    #[serde(default = "default_shutdown_grace_ms")]
-    pub shutdown_grace_ms: u64,
-}
-
-fn default_queue_frames() -> NonZeroUsize {
-    NonZeroUsize::new(8).unwrap()
-}
-fn default_shutdown_grace_ms() -> u64 {
-    10_000
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            queue_frames: default_queue_frames(),
-            overflow: OverflowPolicy::default(),
-            shutdown_grace_ms: default_shutdown_grace_ms(),
+    /// The resolved configuration as TOML (defaults filled in, paths absolute, secrets
+    /// shown as `<redacted…>`).
+    pub fn to_toml(&self) -> String {
+        /// The bridge's own table, for a file that also holds an agent (whose `[mqtt]` and
+        /// `[kafka]` are the same tables).
+        #[derive(Serialize)]
+        struct BridgeOnly<'a> {
+            bridge: &'a BridgeConfig,
         }
+        let text = match (&self.agent, &self.bridge) {
+            (Some(a), None) => toml::to_string_pretty(a),
+            (None, Some(b)) => toml::to_string_pretty(b),
+            (Some(a), Some(b)) => toml::to_string_pretty(a).and_then(|a| {
+                Ok(a + "\n" + &toml::to_string_pretty(&BridgeOnly { bridge: &b.bridge })?)
+            }),
+            (None, None) => Ok(String::new()),
+        };
+        text.unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 }
 
-/// A librdkafka property value: TOML strings, integers and booleans are all accepted and
-/// passed as text.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
-pub enum PropertyValue {
-    /// `"lz4"`
-    Text(String),
-    /// `5`
-    Int(i64),
-    /// `true`
-    Bool(bool),
+/// Where the loader looks things up besides the file: the environment (overrides,
+/// `$CREDENTIALS_DIRECTORY`, `$PATH`) and the directory relative paths start from.
+struct Context {
+    env: EnvOverrides,
+    base: PathBuf,
+    file: Option<PathBuf>,
 }
 
-impl std::fmt::Display for PropertyValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PropertyValue::Text(s) => f.write_str(s),
-            PropertyValue::Int(i) => write!(f, "{i}"),
-            PropertyValue::Bool(b) => write!(f, "{b}"),
-        }
-    }
-}
-
-/// `[kafka]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Comma-separated `host:port` list (`bootstrap.servers`).
-    pub bootstrap_servers: String,
-    /// Topic for frames.
-    #[serde(default = "default_topic")]
-    pub topic: String,
-    /// Topic for small JSON records about frames that could not be published (e.g. no rung
-    /// of the ladder fits). Unset = such frames are only counted and logged.
-    #[serde(default)]
-    pub error_topic: Option<String>,
-    /// Create `topic` (and `error_topic`) at start with this many partitions if missing.
-    /// Unset = do not create.
-    #[serde(default)]
-    pub create_topic_partitions: Option<NonZeroU32>,
-    /// Replication factor used when creating topics.
-    #[serde(default = "default_replication_factor")]
-    pub create_topic_replication: NonZeroU32,
-    /// Records handed to librdkafka whose delivery report has not arrived yet; the encoder
-    /// waits when this many are outstanding.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: NonZeroUsize,
-    /// librdkafka `message.timeout.ms`: how long librdkafka retries one record before
-    /// reporting failure. edgecam then sends it again (it was accepted; it is not dropped).
-    #[serde(default = "default_message_timeout_ms")]
-    pub message_timeout_ms: NonZeroU32,
-    /// Extra librdkafka producer properties, passed through as given, e.g.
-    /// `"linger.ms" = 5`, `"compression.type" = "none"`. `acks` and `enable.idempotence`
-    /// are fixed by edgecam's delivery guarantee and may not be set here.
-    #[serde(default)]
-    pub properties: BTreeMap<String, PropertyValue>,
-}
-
-fn default_topic() -> String {
-    "edgecam.frames".to_string()
-}
-fn default_replication_factor() -> NonZeroU32 {
-    NonZeroU32::new(1).unwrap()
-}
-fn default_max_in_flight() -> NonZeroUsize {
-    NonZeroUsize::new(32).unwrap()
-}
-fn default_message_timeout_ms() -> NonZeroU32 {
-    NonZeroU32::new(60_000).unwrap()
-}
-
-/// Reads `path` (TOML) with `EDGECAM_…` environment overrides from `env`, then validates.
+/// Reads `path` (TOML) with `EDGECAM_…` environment overrides from `env` (pass
+/// `std::env::vars()`; tests pass their own), and checks everything `run` or `bridge` would
+/// check at start-up. Relative paths are relative to `path`'s directory.
 ///
-/// `env` is a list of `(name, value)` pairs (pass `std::env::vars()` in production; tests
-/// pass their own). Errors: [`ConfigError`], naming the file or key.
-pub fn load(
+/// Errors: [`ConfigError`], naming the file or key; secrets never appear in it.
+pub fn load_file(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigError> {
+) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    load_str(&text, env)
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let base = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(dir)
+    };
+    load_text(&text, env, base, Some(path.to_path_buf()))
 }
 
-/// Like [`load`], from TOML text.
+/// Like [`load_file`], for an agent configuration only. Errors with
+/// [`ConfigError::Kind`] when the file has no agent part.
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    agent_of(load_file(path, env)?, Some(path))
+}
+
+/// Like [`load_file`], for a bridge configuration only. Errors with
+/// [`ConfigError::Kind`] when the file has no `[bridge]` table.
+pub fn load_bridge(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BridgeFile, ConfigError> {
+    bridge_of(load_file(path, env)?, Some(path))
+}
+
+/// An agent configuration from TOML text; relative paths are relative to the working
+/// directory.
 pub fn load_str(
     toml_text: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, ConfigError> {
-    validate::resolve(toml_text, env)
+    let base = std::env::current_dir().unwrap_or_default();
+    agent_of(load_text(toml_text, env, base, None)?, None)
+}
+
+/// A bridge configuration from TOML text; relative paths are relative to the working
+/// directory.
+pub fn load_bridge_str(
+    toml_text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<BridgeFile, ConfigError> {
+    let base = std::env::current_dir().unwrap_or_default();
+    bridge_of(load_text(toml_text, env, base, None)?, None)
+}
+
+fn agent_of(loaded: Loaded, path: Option<&Path>) -> Result<Config, ConfigError> {
+    loaded.agent.ok_or_else(|| {
+        let file = path
+            .map(|p| format!("{} ", p.display()))
+            .unwrap_or_default();
+        ConfigError::Kind(format!(
+            "{file}is a bridge configuration ([bridge], no [device]/[source]): run it with \
+             `edgecam bridge --config {}`",
+            path.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "FILE".into())
+        ))
+    })
+}
+
+fn bridge_of(loaded: Loaded, path: Option<&Path>) -> Result<BridgeFile, ConfigError> {
+    loaded.bridge.ok_or_else(|| {
+        let file = path
+            .map(|p| format!("{} ", p.display()))
+            .unwrap_or_default();
+        ConfigError::Kind(format!(
+            "{file}has no [bridge] table: it is an agent configuration; run it with `edgecam \
+             run --config {}`",
+            path.map(|p| p.display().to_string())
+                .unwrap_or_else(|| "FILE".into())
+        ))
+    })
+}
+
+fn load_text(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    base: PathBuf,
+    file: Option<PathBuf>,
+) -> Result<Loaded, ConfigError> {
+    let cx = Context {
+        env: EnvOverrides::collect(env, TABLES)?,
+        base,
+        file,
+    };
+    let doc = de::layer(text, cx.file.as_deref(), &cx.env)?;
+    let at = |e: ConfigError| {
+        let origin = e.key().and_then(|k| doc.origin_of(k)).cloned();
+        e.with_origin(origin.as_ref())
+    };
+    resolve(&doc, &cx).map_err(at)
+}
+
+fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
+    let f: FileDoc = doc.deserialize()?;
+    let is_bridge = doc.has_table("bridge");
+    let is_agent = doc.has_table("device") || doc.has_table("source") || !is_bridge;
+    let mut warnings = Vec::new();
+
+    let mut kafka = f.kafka;
+    let mut mqtt = f.mqtt;
+    if let Some(k) = kafka.as_mut() {
+        k.mark_secrets();
+        for (key, s) in k.secrets_mut() {
+            s.resolve(&key, &cx.base, cx.env.credentials_directory.as_deref())?;
+        }
+    }
+    if let Some(m) = mqtt.as_mut() {
+        if let Some(p) = m.password.as_mut() {
+            p.resolve(
+                "mqtt.password",
+                &cx.base,
+                cx.env.credentials_directory.as_deref(),
+            )?;
+        }
+    }
+
+    let agent = if is_agent {
+        let device = f.device.ok_or(ConfigError::Missing {
+            key: "device".into(),
+            origin: None,
+        })?;
+        let mut source = f.source.ok_or(ConfigError::Missing {
+            key: "source".into(),
+            origin: None,
+        })?;
+        let config = {
+            source.check()?;
+            source.resolve_paths(&cx.base);
+            let transform = f.transform.unwrap_or_default();
+            transform.check()?;
+            let encode = f.encode.unwrap_or_default();
+            encode.check()?;
+            let sink = f.sink.unwrap_or_default();
+            match (sink.kind, &kafka, &mqtt) {
+                (SinkKind::Kafka, None, _) => {
+                    return Err(ConfigError::Missing {
+                        key: "kafka".into(),
+                        origin: None,
+                    })
+                }
+                (SinkKind::Mqtt, _, None) => {
+                    return Err(ConfigError::Missing {
+                        key: "mqtt".into(),
+                        origin: None,
+                    })
+                }
+                _ => {}
+            }
+            if let Some(k) = &kafka {
+                k.check(kafka::KafkaUser::Agent {
+                    budget: encode.max_message_bytes.get(),
+                })?;
+            }
+            if let Some(m) = &mqtt {
+                m.check(match sink.kind {
+                    SinkKind::Mqtt => mqtt::MqttUser::AgentSink,
+                    SinkKind::Kafka => mqtt::MqttUser::AgentControl,
+                })?;
+            }
+            Config {
+                device,
+                source,
+                transform,
+                encode,
+                pipeline: f.pipeline.unwrap_or_default(),
+                sink,
+                kafka: kafka.clone(),
+                mqtt: mqtt.clone(),
+            }
+        };
+        Some(config)
+    } else {
+        None
+    };
+
+    let bridge = match f.bridge {
+        Some(bridge) => {
+            let file = BridgeFile {
+                bridge,
+                mqtt: mqtt.clone().ok_or(ConfigError::Missing {
+                    key: "mqtt".into(),
+                    origin: None,
+                })?,
+                kafka: kafka.clone().ok_or(ConfigError::Missing {
+                    key: "kafka".into(),
+                    origin: None,
+                })?,
+            };
+            file.check()?;
+            Some(file)
+        }
+        None => None,
+    };
+
+    // What only the machine can tell: files, programs, librdkafka's own checks.
+    if let Some(a) = &agent {
+        a.source.check_files()?;
+        a.source.check_command(cx.env.path.as_deref())?;
+        if a.source.kind == SourceKind::Camera {
+            if let Some(w) = camera_warning(&a.source.device) {
+                warnings.push(w);
+            }
+        }
+        if a.sink.kind == SinkKind::Kafka {
+            a.kafka()
+                .check_with_librdkafka(a.encode.max_message_bytes.get())?;
+        }
+    }
+    if let Some(b) = &bridge {
+        b.kafka
+            .check_with_librdkafka(b.bridge.max_message_bytes.get())?;
+    }
+    Ok(Loaded {
+        agent,
+        bridge,
+        warnings,
+    })
+}
+
+/// A warning when the V4L2 device `device` (an index or a path) does not exist now.
+fn camera_warning(device: &str) -> Option<String> {
+    let path = if device.chars().all(|c| c.is_ascii_digit()) {
+        PathBuf::from(format!("/dev/video{device}"))
+    } else {
+        PathBuf::from(device)
+    };
+    (!path.exists()).then(|| {
+        format!(
+            "source.device: {} does not exist now; edgecam will retry until it appears \
+             (hot-plug)",
+            path.display()
+        )
+    })
 }

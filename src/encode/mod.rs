@@ -235,10 +235,10 @@ impl Encoder {
             _ => {
                 let spec = LadderSpec {
                     quality_max: (self.encode.codec == Codec::Jpeg)
-                        .then_some(self.encode.quality_max),
-                    quality_min: self.encode.quality_min,
+                        .then_some(self.encode.quality_max.get()),
+                    quality_min: self.encode.quality_min.get(),
                     quality_step: self.encode.quality_step.get().min(100) as u8,
-                    downscale_percent: self.encode.downscale_percent,
+                    downscale_percent: self.encode.downscale_percent.get(),
                     min_side_px: self.encode.min_side_px.get(),
                 };
                 let rungs = ladder::ladder(&spec, tw, th);
@@ -280,7 +280,7 @@ impl Encoder {
             let out = match codec {
                 Codec::Jpeg => jpeg.encode(img, rung.quality.unwrap_or(75))?,
                 Codec::Png => codec::encode_png(img)?,
-                Codec::Zstd => codec::encode_zstd(img, zstd_level)?,
+                Codec::Zstd => codec::encode_zstd(img, zstd_level.get())?,
             };
             let len = out.len();
             Ok((out, len))
@@ -366,7 +366,6 @@ mod tests {
     use crate::frame::Frame;
     use crate::record::FrameRecord;
     use proptest::prelude::*;
-    use std::num::NonZeroU32;
 
     fn fixture_frames() -> Vec<JpegImage> {
         let data = std::fs::read(concat!(
@@ -387,7 +386,7 @@ mod tests {
     fn cfg(codec: Codec, budget: u32) -> EncodeConfig {
         EncodeConfig {
             codec,
-            max_message_bytes: NonZeroU32::new(budget).unwrap(),
+            max_message_bytes: crate::config::types::Budget::new(budget).unwrap(),
             ..EncodeConfig::default()
         }
     }
@@ -456,7 +455,7 @@ mod tests {
     fn max_width_downscales_keeping_aspect() {
         let j = fixture_frames().remove(0);
         let t = TransformConfig {
-            max_width: NonZeroU32::new(384),
+            max_width: crate::config::types::Pixels::new(384),
             ..Default::default()
         };
         let mut enc = Encoder::new("cam", cfg(Codec::Jpeg, 1_000_000), t).unwrap();
@@ -492,7 +491,7 @@ mod tests {
     fn unreachable_budget_is_an_error_not_an_oversized_record() {
         let j = fixture_frames().remove(0);
         let mut c = cfg(Codec::Jpeg, 4096);
-        c.min_side_px = NonZeroU32::new(500).unwrap();
+        c.min_side_px = crate::config::types::Pixels::new(500).unwrap();
         let mut enc = Encoder::new("cam", c, Default::default()).unwrap();
         let err = enc.encode(&Image::Jpeg(j)).unwrap_err();
         assert_eq!(err.reason(), "budget_unreachable");
@@ -564,9 +563,9 @@ mod tests {
             device in "[a-z0-9-]{1,40}",
         ) {
             let mut c = cfg(codec, budget);
-            c.quality_min = qmin;
-            c.quality_max = qmin + qspan;
-            c.min_side_px = NonZeroU32::new(min_side).unwrap();
+            c.quality_min = crate::config::Quality::new(qmin).unwrap();
+            c.quality_max = crate::config::Quality::new(qmin + qspan).unwrap();
+            c.min_side_px = crate::config::types::Pixels::new(min_side).unwrap();
             let t = TransformConfig { rotate_degrees: rotate, grayscale: gray, ..Default::default() };
             let mut enc = Encoder::new(&device, c, t).unwrap();
             let f = frame(Image::Raw(img));

@@ -50,30 +50,14 @@ pub enum KafkaSinkError {
 pub fn producer_max_bytes(cfg: &KafkaConfig, max_message_bytes: u32) -> u32 {
     cfg.properties
         .get("message.max.bytes")
-        .and_then(|v| v.to_string().parse().ok())
+        .and_then(|v| v.config_value().parse().ok())
         .unwrap_or(max_message_bytes.max(1_000_000))
 }
 
-/// The librdkafka producer properties edgecam sets: `acks=all`, idempotence on, the
-/// configured `message.timeout.ms`, `message.max.bytes` at least the budget, then
-/// `kafka.properties` on top (validation forbids overriding `acks`/idempotence).
+/// The librdkafka producer properties edgecam sets: see [`KafkaConfig::producer_config`]
+/// (one definition, which `check-config` also has librdkafka check).
 pub fn producer_config(cfg: &KafkaConfig, max_message_bytes: u32) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
-        .set(
-            "message.max.bytes",
-            max_message_bytes.max(1_000_000).to_string(),
-        )
-        // A Pi has little memory: bound librdkafka's own queue (default 1 GB).
-        .set("queue.buffering.max.kbytes", "65536")
-        .set("linger.ms", "5");
-    for (k, v) in &cfg.properties {
-        c.set(k, v.to_string());
-    }
-    c
+    cfg.producer_config(max_message_bytes)
 }
 
 /// Creates `topics` with `partitions` partitions if they do not exist yet.
@@ -167,8 +151,8 @@ impl KafkaSink {
             .map_err(KafkaSinkError::Config)?;
         Ok(KafkaSink {
             producer,
-            topic: cfg.topic.clone(),
-            error_topic: cfg.error_topic.clone(),
+            topic: cfg.topic.to_string(),
+            error_topic: cfg.error_topic.as_ref().map(|t| t.to_string()),
             max_in_flight: cfg.max_in_flight.get(),
             metrics,
         })

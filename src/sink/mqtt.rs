@@ -277,7 +277,7 @@ impl MqttSink {
         client
             .publish(
                 &self.topic,
-                self.cfg.qos,
+                self.cfg.qos.get(),
                 false,
                 out.record.value.clone(),
                 props,

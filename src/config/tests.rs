@@ -1,0 +1,1 @@
+//! The loader's tests: the bad-configuration table and the good cases.
