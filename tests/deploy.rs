@@ -121,8 +121,56 @@ fn install_into_a_root_is_complete_idempotent_and_reversible() {
         "etc/edgecam/example.toml",
         "etc/edgecam/csi-camera.toml.example",
         "etc/edgecam/usb-webcam.toml.example",
+        "etc/edgecam/bridge.toml.example",
     ] {
         assert!(root.join(f).is_file(), "{f}");
+    }
+    // The closing hint names files that exist.
+    let hint = String::from_utf8_lossy(&out.stdout).to_string();
+    for word in hint.split_whitespace() {
+        let word = word.trim_end_matches(|c: char| !c.is_alphanumeric());
+        if word.starts_with("/etc/edgecam/") && word.contains("example") {
+            assert!(
+                root.join(word.trim_start_matches('/')).is_file(),
+                "the hint names {word}, which was not installed"
+            );
+        }
+    }
+    // Every installed example passes check-config where it was installed, as a user would
+    // use it (copied to NAME.toml). rpicam-vid is part of Raspberry Pi OS; here a stand-in
+    // on PATH plays it.
+    let fake_bin = dir.path().join("fake-bin");
+    std::fs::create_dir_all(&fake_bin).unwrap();
+    std::fs::write(fake_bin.join("rpicam-vid"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        fake_bin.join("rpicam-vid"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (example, kind) in [
+        ("example.toml", "valid agent configuration"),
+        ("csi-camera.toml.example", "valid agent configuration"),
+        ("usb-webcam.toml.example", "valid agent configuration"),
+        ("bridge.toml.example", "valid bridge configuration"),
+    ] {
+        let etc = root.join("etc/edgecam");
+        let copy = etc.join(format!("copy-of-{}", example.trim_end_matches(".example")));
+        std::fs::copy(etc.join(example), &copy).unwrap();
+        let out = std::process::Command::new(root.join("usr/local/bin/edgecam"))
+            .args(["check-config", "--config"])
+            .arg(&copy)
+            .current_dir("/")
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{example}: {stderr}");
+        assert!(stderr.contains(kind), "{example}: {stderr}");
     }
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
