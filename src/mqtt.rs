@@ -31,6 +31,14 @@ pub fn qos(n: u8) -> QoS {
     }
 }
 
+/// The password to log in with (empty when none is set). Never log it.
+fn password(cfg: &MqttConfig) -> String {
+    cfg.password
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .unwrap_or_default()
+}
+
 /// MQTT 5 options from `[mqtt]`: keep-alive, credentials, a persistent session
 /// (`clean_start = false`, `session_expiry_secs`), and a packet limit of
 /// `max_payload_bytes + PACKET_OVERHEAD_BYTES` both ways.
@@ -48,13 +56,7 @@ pub fn v5_options(
         ))
         .set_outgoing_inflight_upper_limit(cfg.max_in_flight.get());
     if let Some(user) = &cfg.username {
-        o.set_credentials(
-            user.clone(),
-            cfg.password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        );
+        o.set_credentials(user.clone(), password(cfg));
     }
     o
 }
@@ -72,13 +74,7 @@ pub fn v311_options(
         .set_max_packet_size(limit, limit)
         .set_inflight(cfg.max_in_flight.get());
     if let Some(user) = &cfg.username {
-        o.set_credentials(
-            user.clone(),
-            cfg.password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default(),
-        );
+        o.set_credentials(user.clone(), password(cfg));
     }
     o
 }
