@@ -262,10 +262,9 @@ impl KafkaConfig {
     /// never printed.
     pub(crate) fn mark_secrets(&mut self) {
         for (name, value) in self.properties.iter_mut() {
-            if is_secret_property(name) {
-                if let PropertyValue::Text(t) = value {
-                    *value = PropertyValue::Secret(Secret::inline(std::mem::take(t)));
-                }
+            // Whatever its TOML type: `"sasl.password" = 1234` is a secret too.
+            if is_secret_property(name) && !matches!(value, PropertyValue::Secret(_)) {
+                *value = PropertyValue::Secret(Secret::inline(value.config_value()));
             }
         }
     }
