@@ -113,11 +113,10 @@ pub(crate) fn layer(
             ))
         })?;
 
-    let lines = LineIndex::new(text);
     let mut b = Builder {
         file: file.map(Path::to_path_buf),
         offsets: &offsets,
-        lines: &lines,
+        text,
         env,
         origins: HashMap::new(),
     };
@@ -163,21 +162,6 @@ pub(crate) fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-struct LineIndex<'t> {
-    text: &'t str,
-}
-
-impl<'t> LineIndex<'t> {
-    fn new(text: &'t str) -> Self {
-        LineIndex { text }
-    }
-
-    /// 1-based line and column (in characters) of byte offset `at`.
-    fn line_column(&self, at: usize) -> (usize, usize) {
-        line_column(self.text, at)
-    }
-}
-
 /// 1-based line and column (in characters) of byte offset `at` in `text`.
 pub(crate) fn line_column(text: &str, at: usize) -> (usize, usize) {
     let mut at = at.min(text.len());
@@ -209,7 +193,7 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
 struct Builder<'a> {
     file: Option<PathBuf>,
     offsets: &'a HashMap<String, usize>,
-    lines: &'a LineIndex<'a>,
+    text: &'a str,
     env: &'a EnvOverrides,
     origins: HashMap<String, Origin>,
 }
@@ -225,7 +209,7 @@ impl Builder<'_> {
                 .unwrap_or_else(|| super::env::var_name(path));
             Some(Origin::Env { var })
         } else if let Some(&at) = self.offsets.get(path) {
-            let (line, column) = self.lines.line_column(at);
+            let (line, column) = line_column(self.text, at);
             Some(Origin::File {
                 file: self.file.clone(),
                 line,
