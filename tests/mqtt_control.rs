@@ -5,60 +5,15 @@ mod common;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{eventually, subscriber, Inbox, Mosquitto};
 use edgecam::metrics::Metrics;
 use edgecam::pipeline::Live;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio_util::sync::CancellationToken;
-
-type Inbox = Arc<Mutex<Vec<Publish>>>;
-
-/// An MQTT 5 client subscribed to `filter`, collecting messages; returns it for publishing.
-async fn client(port: u16, id: &str, filter: &str) -> (AsyncClient, Inbox) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_max_packet_size(Some(4 << 20))
-        .set_keep_alive(Duration::from_secs(5));
-    let (c, mut el) = AsyncClient::new(o, 100);
-    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let inbox: Inbox = Default::default();
-    let sink = inbox.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p),
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    (c, inbox)
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn last_state(inbox: &Inbox) -> Option<serde_json::Value> {
     let m = inbox.lock().unwrap();
@@ -85,9 +40,9 @@ fn quality(p: &Publish) -> String {
 async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
     let broker = Mosquitto::start();
     let port = broker.port();
-    let (_f, frames) = client(port, "t-frames", "edgecam/yard/frame").await;
-    let (_s, state) = client(port, "t-state", "edgecam/yard/state").await;
-    let (cmd, _) = client(port, "t-cmd", "unused/topic").await;
+    let (_f, frames) = subscriber(port, "t-frames", "edgecam/yard/frame").await;
+    let (_s, state) = subscriber(port, "t-state", "edgecam/yard/state").await;
+    let (cmd, _) = subscriber(port, "t-cmd", "unused/topic").await;
     let cfg = edgecam::config::load_str(
         &format!(
             "[device]\nid = \"yard\"\n[source]\nkind = \"synthetic\"\nwidth = 96\nheight = 64\nfps = 20\n\
@@ -198,7 +153,7 @@ async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
 async fn last_will_says_offline_when_the_agent_is_killed() {
     let broker = Mosquitto::start();
     let port = broker.port();
-    let (_s, status) = client(port, "t-lwt", "edgecam/door/status").await;
+    let (_s, status) = subscriber(port, "t-lwt", "edgecam/door/status").await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("door.toml");
     std::fs::write(
@@ -231,7 +186,7 @@ async fn last_will_says_offline_when_the_agent_is_killed() {
     })
     .await;
     // Retained: a subscriber arriving now is told at once.
-    let (_n, late) = client(port, "t-late", "edgecam/door/status").await;
+    let (_n, late) = subscriber(port, "t-late", "edgecam/door/status").await;
     eventually("retained offline", || {
         payloads(&late) == vec![b"offline".to_vec()]
     })

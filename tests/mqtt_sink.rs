@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{subscribe_with, Mosquitto};
 use common::FIXTURE;
 use edgecam::metrics::Metrics;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::Publish;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::MqttOptions;
 use tokio_util::sync::CancellationToken;
 
 /// A persistent-session MQTT 5 subscriber collecting everything on `filter`.
@@ -23,32 +23,7 @@ async fn subscriber(port: u16, id: &str, filter: &str) -> Arc<Mutex<Vec<Publish>
         .set_session_expiry_interval(Some(600))
         .set_max_packet_size(Some(4 << 20))
         .set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = AsyncClient::new(o, 100);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let sink = got.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut ready_tx = Some(ready_tx);
-    tokio::spawn(async move {
-        let _client = client; // keep the request channel open
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p),
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx)
-        .await
-        .unwrap()
-        .unwrap();
-    got
+    subscribe_with(o, filter).await.1
 }
 
 fn prop<'a>(p: &'a Publish, name: &str) -> Option<&'a str> {

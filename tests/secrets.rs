@@ -10,13 +10,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::mosquitto::{free_port, tail, Mosquitto};
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use common::mosquitto::{eventually, free_port, subscriber, tail, Mosquitto};
+use rumqttc::v5::mqttbytes::v5::Publish;
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgecam");
@@ -483,49 +480,6 @@ impl Drop for Process {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-type Inbox = Arc<Mutex<Vec<Publish>>>;
-
-/// An MQTT 5 client subscribed to `filter` (waits for the SUBACK), collecting messages.
-async fn subscriber(port: u16, id: &str, filter: &str) -> (AsyncClient, Inbox) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_max_packet_size(Some(4 << 20))
-        .set_keep_alive(Duration::from_secs(5));
-    let (c, mut el) = AsyncClient::new(o, 100);
-    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let inbox: Inbox = Default::default();
-    let sink = inbox.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p),
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(t) = tx.take() {
-                        let _ = t.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    (c, inbox)
-}
-
-/// Waits up to 10 s for `f`.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

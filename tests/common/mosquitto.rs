@@ -8,7 +8,12 @@ use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 /// How long [`Mosquitto::start`] and [`Mosquitto::restart`] wait for the port to accept.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -272,5 +277,60 @@ impl Drop for Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Messages a [`subscriber`] received, in order.
+pub type Inbox = Arc<Mutex<Vec<Publish>>>;
+
+/// An MQTT 5 client subscribed to `filter` (waits for the SUBACK), collecting messages.
+pub async fn subscriber(port: u16, id: &str, filter: &str) -> (AsyncClient, Inbox) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_max_packet_size(Some(4 << 20))
+        .set_keep_alive(Duration::from_secs(5));
+    subscribe_with(o, filter).await
+}
+
+/// Like [`subscriber`], with the caller's options (e.g. a persistent session). The client
+/// stays connected for the rest of the test even when the caller drops its handle.
+pub async fn subscribe_with(o: MqttOptions, filter: &str) -> (AsyncClient, Inbox) {
+    let (c, mut el) = AsyncClient::new(o, 100);
+    c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    let inbox: Inbox = Default::default();
+    let sink = inbox.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let keep_open = c.clone();
+    tokio::spawn(async move {
+        let _keep_open = keep_open; // the request channel stays open while the loop runs
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(p),
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    (c, inbox)
+}
+
+/// Waits up to 10 s for `f`.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
