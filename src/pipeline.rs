@@ -18,7 +18,7 @@ use crate::frame::Frame;
 use crate::metrics::{DropReason, Metrics};
 use crate::queue::{FrameQueue, Push};
 use crate::record::FrameRecord;
-use crate::sink::kafka::{ensure_topics, producer_config, KafkaSink, KafkaSinkError, SinkReport};
+use crate::sink::kafka::{ensure_topics, KafkaSink, KafkaSinkError, SinkReport};
 use crate::sink::mqtt::MqttSink;
 use crate::sink::{Destination, Outgoing};
 use crate::source::{self, Source, SourceError};
@@ -348,7 +348,7 @@ pub async fn run_live(
                     topics.push(t);
                 }
                 ensure_topics(
-                    &producer_config(kafka, max_bytes),
+                    &kafka.producer_config(max_bytes),
                     &topics,
                     p.get() as i32,
                     kafka.create_topic_replication.get() as i32,

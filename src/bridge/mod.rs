@@ -159,7 +159,7 @@ pub async fn run(
 ) -> Result<BridgeReport, BridgeError> {
     let started = Instant::now();
     let max_bytes = cfg.bridge.max_message_bytes.get();
-    let producer_config = crate::sink::kafka::producer_config(&cfg.kafka, max_bytes);
+    let producer_config = cfg.kafka.producer_config(max_bytes);
     if let Some(partitions) = cfg.kafka.create_topic_partitions {
         let mut topics = vec![cfg.kafka.topic.as_str()];
         if let Some(dl) = &cfg.bridge.dead_letter_topic {

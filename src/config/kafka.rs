@@ -201,7 +201,7 @@ impl KafkaConfig {
         check_bootstrap(&self.bootstrap_servers)?;
         let (budget, budget_key) = match user {
             KafkaUser::Agent { budget } => (budget, "encode.max_message_bytes"),
-            KafkaUser::Bridge { budget, .. } => (budget, "bridge.max_message_bytes"),
+            KafkaUser::Bridge { budget } => (budget, "bridge.max_message_bytes"),
         };
         match (user, &self.error_topic) {
             (KafkaUser::Bridge { .. }, Some(_)) => {

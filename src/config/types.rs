@@ -176,13 +176,6 @@ bounded!(
     Replication(u32), 1, i16::MAX as u32, "replicas"
 );
 
-impl Quality {
-    /// Quality `v` clamped into 1–100.
-    pub fn saturating(v: i64) -> Quality {
-        Quality(v.clamp(1, 100) as u8)
-    }
-}
-
 /// Characters allowed in device ids and Kafka topic names.
 pub(crate) fn is_name_char(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-')
@@ -338,7 +331,6 @@ mod tests {
         assert_eq!(Quality::new(101), None);
         assert_eq!(Port::new(0), None);
         assert_eq!(Qos::new(2), None);
-        assert_eq!(Quality::saturating(300).get(), 100);
     }
 
     #[test]

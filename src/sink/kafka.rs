@@ -54,12 +54,6 @@ pub fn producer_max_bytes(cfg: &KafkaConfig, max_message_bytes: u32) -> u32 {
         .unwrap_or(max_message_bytes.max(1_000_000))
 }
 
-/// The librdkafka producer properties edgecam sets: see [`KafkaConfig::producer_config`]
-/// (one definition, which `check-config` also has librdkafka check).
-pub fn producer_config(cfg: &KafkaConfig, max_message_bytes: u32) -> ClientConfig {
-    cfg.producer_config(max_message_bytes)
-}
-
 /// Creates `topics` with `partitions` partitions if they do not exist yet.
 ///
 /// Errors: [`KafkaSinkError::CreateTopic`] for any error other than "already exists".
@@ -146,7 +140,8 @@ impl KafkaSink {
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaSinkError> {
-        let producer: FutureProducer = producer_config(cfg, max_message_bytes)
+        let producer: FutureProducer = cfg
+            .producer_config(max_message_bytes)
             .create()
             .map_err(KafkaSinkError::Config)?;
         Ok(KafkaSink {
