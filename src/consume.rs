@@ -18,6 +18,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::PixelFormat;
+use crate::inspect;
+use crate::limits::Limits;
 use crate::record::{header, CONTENT_TYPE_RAW_ZSTD};
 
 /// Options of `edgecam consume`.
@@ -42,6 +44,9 @@ pub struct ConsumeOptions {
     /// Set to `true` once the consumer group has assigned partitions to this consumer
     /// (a producer started after that cannot outrun it).
     pub assigned: Option<tokio::sync::watch::Sender<bool>>,
+    /// Bounds on each record's image (checked before anything is decoded or written);
+    /// records over them are skipped and counted.
+    pub limits: Limits,
 }
 
 /// Tells [`ConsumeOptions::assigned`] when partitions are assigned.
@@ -83,7 +88,8 @@ pub struct ConsumeReport {
     pub frames: u64,
     /// Bytes of record values read.
     pub bytes: u64,
-    /// Records skipped (not an edgecam frame, or a lossless frame that did not decode).
+    /// Records skipped: not an image, a broken one, one over the limits, or a lossless
+    /// frame that did not decode.
     pub skipped: u64,
     /// Files written, in order.
     pub files: Vec<PathBuf>,
@@ -117,24 +123,46 @@ fn safe_component(s: &str) -> String {
     }
 }
 
-/// The bytes and extension to write for one record, or `None` to skip it.
-fn file_contents(msg: &BorrowedMessage<'_>) -> Option<(Vec<u8>, &'static str)> {
-    let value = msg.payload()?;
+/// The bytes and extension to write for one record, or why it is skipped.
+///
+/// Every image is checked first: a JPEG or PNG with [`inspect::image`] (structure,
+/// dimensions within `limits`; written without bytes after its EOI or IEND), a zstd frame's
+/// stated dimensions against `limits` before its pixels are allocated.
+fn file_contents(
+    msg: &BorrowedMessage<'_>,
+    limits: &Limits,
+) -> Result<(Vec<u8>, &'static str), String> {
+    let value = msg.payload().ok_or("no value")?;
+    let checked = |data: &[u8]| {
+        inspect::image(data, limits)
+            .map(|i| data[..i.len].to_vec())
+            .map_err(|e| format!("{}: {e}", e.reason()))
+    };
     match header_str(msg, header::CONTENT_TYPE) {
-        Some("image/png") => Some((value.to_vec(), "png")),
+        Some("image/png") => Ok((checked(value)?, "png")),
         Some(ct) if ct == CONTENT_TYPE_RAW_ZSTD => {
-            let w = header_str(msg, header::WIDTH)?.parse().ok()?;
-            let h = header_str(msg, header::HEIGHT)?.parse().ok()?;
-            let pf = PixelFormat::parse(header_str(msg, header::PIXEL_FORMAT)?)?;
-            let raw = crate::encode::codec::decode_zstd(value, w, h, pf)?;
-            let png = crate::encode::codec::encode_png(&raw).ok()?;
-            Some((png, "png"))
+            let dim = |name| {
+                header_str(msg, name)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| format!("zstd frame without a numeric {name}"))
+            };
+            let (w, h) = (dim(header::WIDTH)?, dim(header::HEIGHT)?);
+            limits
+                .check_dimensions(w, h)
+                .map_err(|e| format!("frame_too_large: {e}"))?;
+            let pf = header_str(msg, header::PIXEL_FORMAT)
+                .and_then(PixelFormat::parse)
+                .ok_or("zstd frame without a pixel format")?;
+            let raw = crate::encode::codec::decode_zstd(value, w, h, pf)
+                .ok_or("zstd frame does not decompress to its stated size")?;
+            let png = crate::encode::codec::encode_png(&raw).map_err(|e| e.to_string())?;
+            Ok((png, "png"))
         }
         Some("image/jpeg") | None if value.starts_with(&[0xFF, 0xD8]) => {
-            Some((value.to_vec(), "jpg"))
+            Ok((checked(value)?, "jpg"))
         }
-        None if value.starts_with(b"\x89PNG") => Some((value.to_vec(), "png")),
-        _ => None,
+        None if value.starts_with(&inspect::PNG_SIGNATURE) => Ok((checked(value)?, "png")),
+        other => Err(format!("not an edgecam frame (content type {other:?})")),
     }
 }
 
@@ -178,6 +206,7 @@ pub async fn consume(
     };
     let bar = Arc::new(bar);
     let mut report = ConsumeReport::default();
+    let mut warnings = crate::throttle::Throttle::frames();
     std::fs::create_dir_all(&opts.output_dir).map_err(|source| ConsumeError::Write {
         path: opts.output_dir.clone(),
         source,
@@ -204,10 +233,21 @@ pub async fn consume(
             }
         };
         report.bytes += msg.payload_len() as u64;
-        let Some((data, ext)) = file_contents(&msg) else {
-            report.skipped += 1;
-            consumer.store_offset_from_message(&msg)?;
-            continue;
+        let (data, ext) = match file_contents(&msg, &opts.limits) {
+            Ok(c) => c,
+            Err(why) => {
+                report.skipped += 1;
+                if let Some(suppressed) = warnings.allow(std::time::Instant::now()) {
+                    tracing::warn!(
+                        partition = msg.partition(),
+                        offset = msg.offset(),
+                        suppressed,
+                        "record skipped: {why}"
+                    );
+                }
+                consumer.store_offset_from_message(&msg)?;
+                continue;
+            }
         };
         let device = header_str(&msg, header::DEVICE)
             .map(str::to_string)

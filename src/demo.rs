@@ -108,6 +108,7 @@ topic = "{topic}"
         idle_timeout: Some(std::time::Duration::from_secs(10)),
         progress: false,
         assigned: Some(assigned_tx),
+        limits: crate::limits::Limits::default(),
     };
     let stop_consumer = CancellationToken::new();
     let consumer = {

@@ -99,6 +99,25 @@ impl JpegImage {
             data,
         })
     }
+
+    /// Checks `data` as it arrives from outside (a file, a camera, a stream) with
+    /// [`crate::inspect::jpeg`]: size, markers, SOF dimensions within `limits`, an EOI after
+    /// the scan. Keeps the bytes through the EOI; anything after it is dropped.
+    ///
+    /// Errors: [`Refusal::TooLarge`](crate::inspect::Refusal::TooLarge) over a limit,
+    /// [`Refusal::Broken`](crate::inspect::Refusal::Broken) otherwise. Nothing is allocated.
+    pub fn checked(
+        mut data: Bytes,
+        limits: &crate::limits::Limits,
+    ) -> Result<Self, crate::inspect::Refusal> {
+        let i = crate::inspect::jpeg(&data, limits)?;
+        data.truncate(i.len);
+        Ok(JpegImage {
+            width: i.width,
+            height: i.height,
+            data,
+        })
+    }
 }
 
 pub use crate::jpeg::JpegHeaderError;

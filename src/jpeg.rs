@@ -150,6 +150,140 @@ pub fn header(data: &[u8]) -> Result<JpegHeader, JpegHeaderError> {
     })
 }
 
+/// Where a scan is within a JPEG, or (for [`crate::source::mjpeg::MjpegSplitter`]) within
+/// an MJPEG stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Between frames: looking for `FF D8 FF`. `pos` is where to resume the search.
+    Seek,
+    /// Inside a frame, outside entropy-coded data: `pos` is where the next marker must be.
+    Header,
+    /// Inside entropy-coded data: `pos` is where to resume looking for `FF`.
+    Entropy,
+}
+
+/// What [`scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The data ends before the frame does; `pos`/`phase` say where to resume.
+    NeedMore,
+    /// The frame is `data[..end]` (EOI included).
+    End(usize),
+    /// The frame is broken at `offset`; drop `data[..discard]` and seek the next SOI.
+    Corrupt {
+        offset: usize,
+        discard: usize,
+        what: &'static str,
+    },
+}
+
+/// Scans the frame starting at `data[0]` (which holds `FF D8`) from `*pos` in `*phase`
+/// (`Header` or `Entropy`), updating both so that a later call with more data resumes
+/// without rescanning. Cost: linear in the bytes not yet scanned; `FF` is found with memchr.
+pub(crate) fn scan(data: &[u8], phase: &mut Phase, pos: &mut usize) -> Step {
+    loop {
+        match *phase {
+            Phase::Header => {
+                let p = *pos;
+                let (Some(&b0), Some(&m)) = (data.get(p), data.get(p + 1)) else {
+                    return Step::NeedMore;
+                };
+                if b0 != 0xFF {
+                    return Step::Corrupt {
+                        offset: p,
+                        discard: 2,
+                        what: "expected a marker after a segment",
+                    };
+                }
+                match m {
+                    // Fill byte before a marker.
+                    0xFF => *pos = p + 1,
+                    0xD9 => return Step::End(p + 2),
+                    0xD8 | 0x00 => {
+                        return Step::Corrupt {
+                            offset: p,
+                            discard: 2,
+                            what: "invalid marker in the header",
+                        }
+                    }
+                    // Standalone markers (TEM, RST0-7): no length.
+                    0x01 | 0xD0..=0xD7 => *pos = p + 2,
+                    _ => {
+                        let Some(len) = data.get(p + 2..p + 4) else {
+                            return Step::NeedMore;
+                        };
+                        let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                        if len < 2 {
+                            return Step::Corrupt {
+                                offset: p,
+                                discard: 2,
+                                what: "segment length below 2",
+                            };
+                        }
+                        *pos = p + 2 + len;
+                        if m == 0xDA {
+                            *phase = Phase::Entropy;
+                        }
+                    }
+                }
+            }
+            Phase::Entropy => loop {
+                let Some(off) = data.get(*pos..).and_then(|d| memchr::memchr(0xFF, d)) else {
+                    // Everything up to the end holds no FF (or the SOS header itself is
+                    // still incomplete and `pos` is past the end): resume from there.
+                    *pos = (*pos).max(data.len());
+                    return Step::NeedMore;
+                };
+                let i = *pos + off;
+                let Some(&m) = data.get(i + 1) else {
+                    *pos = i;
+                    return Step::NeedMore;
+                };
+                match m {
+                    // Stuffed zero, restart markers, TEM.
+                    0x00 | 0xD0..=0xD7 | 0x01 => *pos = i + 2,
+                    // Fill byte: look at the next FF.
+                    0xFF => *pos = i + 1,
+                    0xD9 => return Step::End(i + 2),
+                    0xD8 => {
+                        return Step::Corrupt {
+                            offset: i,
+                            discard: i,
+                            what: "frame truncated: a new SOI inside the scan",
+                        }
+                    }
+                    // Any other marker ends this scan: DHT/SOS between progressive scans,
+                    // DNL, … Walk it as a segment.
+                    _ => {
+                        *pos = i;
+                        *phase = Phase::Header;
+                        break;
+                    }
+                }
+            },
+            Phase::Seek => unreachable!("scan() is only called inside a frame"),
+        }
+    }
+}
+
+/// Length of the complete JPEG at the start of `data`: from its SOI (`FF D8`, which must
+/// be at offset 0) through the first real EOI (`FF D9`), found by walking the segments as
+/// [`MjpegSplitter`](crate::source::mjpeg::MjpegSplitter) does. Bytes after the EOI (driver padding, appended trailers) are not
+/// counted.
+///
+/// Returns `None` when `data` does not start with SOI, ends before the EOI, or its marker
+/// structure is broken.
+pub fn complete_len(data: &[u8]) -> Option<usize> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let (mut phase, mut pos) = (Phase::Header, 2);
+    match scan(data, &mut phase, &mut pos) {
+        Step::End(n) => Some(n),
+        Step::NeedMore | Step::Corrupt { .. } => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,15 @@ enum Command {
         /// Stop after this many milliseconds without a record.
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Skip records whose image declares more pixels than this (as `limits.max_pixels`).
+        #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_PIXELS)]
+        max_pixels: u64,
+        /// Skip records whose image has a longer side, pixels (as `limits.max_side_px`).
+        #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_SIDE_PX)]
+        max_side_px: u32,
+        /// Skip records whose value is larger, bytes (as `limits.max_frame_bytes`).
+        #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_FRAME_BYTES)]
+        max_frame_bytes: usize,
     },
     /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
     /// footage; prints a table.
@@ -294,6 +303,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             auto_offset_reset,
             max_frames,
             idle_timeout_ms,
+            max_pixels,
+            max_side_px,
+            max_frame_bytes,
         } => {
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
@@ -311,6 +323,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 assigned: None,
+                limits: edgecam::limits::Limits {
+                    max_pixels,
+                    max_side_px,
+                    max_frame_bytes,
+                },
             };
             let r = edgecam::consume::consume(&opts, shutdown).await?;
             eprintln!(

@@ -12,8 +12,12 @@ pub enum DropReason {
     QueueFullOldest,
     /// The queue was full; the new frame was refused (`pipeline.overflow = "drop_newest"`).
     QueueFullNewest,
-    /// The source delivered a frame it could not read (corrupt JPEG, unreadable file).
+    /// The source delivered a frame it could not read (corrupt or truncated JPEG or PNG,
+    /// unreadable file).
     BadFrame,
+    /// The frame is over `[limits]` (bytes, pixels or side), refused from its header before
+    /// its pixels were allocated.
+    FrameTooLarge,
     /// No rung of the ladder fits the budget.
     BudgetUnreachable,
     /// The source JPEG could not be decoded for re-encoding.
@@ -33,6 +37,7 @@ impl DropReason {
             DropReason::QueueFullOldest => "queue_full_oldest",
             DropReason::QueueFullNewest => "queue_full_newest",
             DropReason::BadFrame => "bad_frame",
+            DropReason::FrameTooLarge => "frame_too_large",
             DropReason::BudgetUnreachable => "budget_unreachable",
             DropReason::DecodeError => "decode_error",
             DropReason::EncodeError => "encode_error",
@@ -46,6 +51,7 @@ impl DropReason {
         match reason {
             "budget_unreachable" => DropReason::BudgetUnreachable,
             "decode_error" => DropReason::DecodeError,
+            "frame_too_large" => DropReason::FrameTooLarge,
             _ => DropReason::EncodeError,
         }
     }
@@ -94,6 +100,11 @@ pub struct Metrics {
     /// MQTT connections lost or dropped by the no-traffic watchdog (each is followed by a
     /// reconnect and a resend of everything unacknowledged).
     pub mqtt_reconnects: AtomicU64,
+    /// Bytes of input that belonged to no frame (garbage between MJPEG frames), skipped.
+    pub skipped_bytes: AtomicU64,
+    /// Entries of an image directory with an image's name that are not regular files
+    /// (devices, FIFOs, sockets, dangling links), skipped.
+    pub skipped_files: AtomicU64,
     /// Set once the source is open and the producer created (systemd `READY=1`).
     pub ready: std::sync::atomic::AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -192,6 +203,17 @@ impl Metrics {
         for (reason, n) in self.dropped() {
             let _ = writeln!(s, "  dropped {}: {}", reason.as_str(), n);
         }
+        let (skipped_bytes, skipped_files) = (
+            self.skipped_bytes.load(Relaxed),
+            self.skipped_files.load(Relaxed),
+        );
+        if skipped_bytes + skipped_files > 0 {
+            let _ = writeln!(
+                s,
+                "skipped input: {skipped_bytes} bytes outside frames, {skipped_files} entries \
+                 that are not regular files"
+            );
+        }
         let _ = writeln!(
             s,
             "bytes: {} delivered, mean record {} B, max record {} B",
@@ -231,6 +253,9 @@ impl Metrics {
             },
             self.latency_us_max.load(Relaxed) as f64 / 1000.0
         );
+        if let Some(rss) = peak_rss_bytes() {
+            let _ = writeln!(s, "memory: peak RSS {rss} bytes");
+        }
         let _ = write!(
             s,
             "throughput: {:.1} frames/s delivered over {:.2} s",
@@ -243,4 +268,19 @@ impl Metrics {
         );
         s
     }
+}
+
+/// This process's peak resident set size so far, bytes (`VmHWM` of `/proc/self/status`), or
+/// `None` where there is no procfs.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

@@ -22,6 +22,7 @@ use crate::sink::kafka::{ensure_topics, KafkaSink, KafkaSinkError, SinkReport};
 use crate::sink::mqtt::MqttSink;
 use crate::sink::{Destination, Outgoing};
 use crate::source::{self, Source, SourceError};
+use crate::throttle::Throttle;
 
 /// Why an agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,7 @@ fn open_source(
 ) -> Result<Option<Box<dyn Source>>, SourceError> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match source::open(&cfg.source) {
+        match source::open(&cfg.source, &cfg.limits.limits()) {
             Ok(s) => return Ok(Some(s)),
             Err(e @ SourceError::NoSuchDevice(_))
                 if cfg.source.kind == crate::config::SourceKind::Camera =>
@@ -96,6 +97,7 @@ fn source_loop(
     let mut reload = live.config.subscribe();
     let _span = tracing::info_span!("source", device).entered();
     let mut seq = 0u64;
+    let mut warnings = Throttle::frames();
     while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
         if reload.has_changed().unwrap_or(false) {
             let fps = reload.borrow_and_update().source.fps;
@@ -108,7 +110,11 @@ fn source_loop(
                 );
             }
         }
-        match src.next_frame() {
+        let next = src.next_frame();
+        let skipped = src.take_skipped();
+        metrics.skipped_bytes.fetch_add(skipped.bytes, Relaxed);
+        metrics.skipped_files.fetch_add(skipped.files, Relaxed);
+        match next {
             Ok(Some(c)) => {
                 if shutdown.is_cancelled() {
                     break;
@@ -154,8 +160,15 @@ fn source_loop(
             }
             Err(e) if e.is_frame_error() => {
                 metrics.captured.fetch_add(1, Relaxed);
-                metrics.drop_frame(DropReason::BadFrame);
-                tracing::warn!(error = %e, "bad frame skipped");
+                let reason = match e {
+                    SourceError::TooLarge(_) => DropReason::FrameTooLarge,
+                    _ => DropReason::BadFrame,
+                };
+                metrics.drop_frame(reason);
+                metrics.set_last_error(format!("frame refused: {e}"));
+                if let Some(suppressed) = warnings.allow(Instant::now()) {
+                    tracing::warn!(error = %e, reason = reason.as_str(), suppressed, "frame refused");
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, source = src.describe(), "source failed");
@@ -230,6 +243,7 @@ fn encode_loop(
     let _span = tracing::info_span!("encode", device).entered();
     let mut max = cfg.encode.max_message_bytes.get() as usize;
     let mut error_topic = has_error_topic(cfg);
+    let mut warnings = Throttle::frames();
     while let Some(frame) = queue.pop() {
         if reload.has_changed().unwrap_or(false) {
             let new = reload.borrow_and_update().clone();
@@ -269,7 +283,9 @@ fn encode_loop(
             Err(e) => {
                 metrics.encodes.fetch_add(e.attempts() as u64, Relaxed);
                 metrics.drop_frame(DropReason::from_encode_reason(e.reason()));
-                tracing::warn!(error = %e, seq = frame.seq, "frame dropped");
+                if let Some(suppressed) = warnings.allow(Instant::now()) {
+                    tracing::warn!(error = %e, seq = frame.seq, suppressed, "frame dropped");
+                }
                 metrics.set_last_error(format!("frame {} dropped: {e}", frame.seq));
                 if !error_topic {
                     continue;
@@ -384,7 +400,12 @@ pub async fn run_live(
         }
         _ => (None, None),
     };
-    let encoder = Encoder::new(&cfg.device.id, cfg.encode.clone(), cfg.transform.clone())?;
+    let encoder = Encoder::with_limits(
+        &cfg.device.id,
+        cfg.encode.clone(),
+        cfg.transform.clone(),
+        cfg.limits.limits(),
+    )?;
 
     let src = {
         let cfg = cfg.clone();

@@ -307,6 +307,7 @@ async fn consume_writes_lossless_frames_as_png_and_jpeg_as_is() {
             idle_timeout: Some(Duration::from_secs(20)),
             progress: false,
             assigned: None,
+            limits: edgecam::limits::Limits::default(),
         };
         let report = edgecam::consume::consume(&opts, CancellationToken::new())
             .await

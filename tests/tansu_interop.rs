@@ -401,6 +401,7 @@ async fn consume_files(bootstrap: &str, topic: &str, dir: &Path) -> Vec<Vec<u8>>
         idle_timeout: Some(IDLE),
         progress: false,
         assigned: None,
+        limits: edgecam::limits::Limits::default(),
     };
     let started = Instant::now();
     let report = consume(&opts, CancellationToken::new())

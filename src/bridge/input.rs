@@ -10,7 +10,9 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 use super::config::{valid_device_id, InputConfig, InputFormat, TopicPattern};
 use super::metrics::RejectReason;
-use crate::record::{header, record_size};
+use crate::inspect::{self, Refusal};
+use crate::limits::Limits;
+use crate::record::{header, record_size, CONTENT_TYPE_RAW_ZSTD};
 
 /// A record ready to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,58 +70,6 @@ impl Input {
     }
 }
 
-/// What the payload of a raw input is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sniffed {
-    pub content_type: &'static str,
-    pub codec: &'static str,
-    pub width: u32,
-    pub height: u32,
-    /// `1`–`100`, `unknown` (JPEG without DQT) or `lossless`.
-    pub quality: Option<u8>,
-    pub lossless: bool,
-}
-
-const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-
-/// Recognises a JPEG (SOF dimensions, DQT quality estimate) or a PNG (IHDR dimensions).
-pub(crate) fn sniff(payload: &[u8]) -> Result<Sniffed, String> {
-    if payload.starts_with(&[0xFF, 0xD8]) {
-        let h = crate::jpeg::header(payload).map_err(|e| e.to_string())?;
-        return Ok(Sniffed {
-            content_type: "image/jpeg",
-            codec: "jpeg",
-            width: h.width,
-            height: h.height,
-            quality: h.quality,
-            lossless: false,
-        });
-    }
-    if payload.starts_with(&PNG_SIGNATURE) {
-        // Signature, then the IHDR chunk: length (13), "IHDR", width, height (big-endian).
-        let ihdr = payload
-            .get(8..24)
-            .ok_or_else(|| "truncated PNG: no IHDR chunk".to_string())?;
-        if &ihdr[4..8] != b"IHDR" {
-            return Err("PNG does not start with an IHDR chunk".into());
-        }
-        let width = u32::from_be_bytes(ihdr[8..12].try_into().unwrap());
-        let height = u32::from_be_bytes(ihdr[12..16].try_into().unwrap());
-        if width == 0 || height == 0 {
-            return Err("PNG has a zero dimension".into());
-        }
-        return Ok(Sniffed {
-            content_type: "image/png",
-            codec: "png",
-            width,
-            height,
-            quality: None,
-            lossless: true,
-        });
-    }
-    Err("neither JPEG (FF D8) nor PNG signature".into())
-}
-
 /// Headers an edgecam-format message must carry (as user properties, the content type as
 /// the content-type property).
 pub(crate) const REQUIRED: [&str; 5] = [
@@ -144,14 +94,34 @@ impl RawSeqs {
     }
 }
 
+/// The reason for an image [`inspect`] refused: over a limit, not an image at all, or a
+/// broken one.
+fn refusal_reason(payload: &[u8], r: &Refusal) -> RejectReason {
+    match r {
+        Refusal::TooLarge(_) => RejectReason::FrameTooLarge,
+        _ if payload.starts_with(&[0xFF, 0xD8]) || payload.starts_with(&inspect::PNG_SIGNATURE) => {
+            RejectReason::BadFrame
+        }
+        _ => RejectReason::NotAnImage,
+    }
+}
+
 /// Converts one message. `topic` is the raw topic bytes (rumqttc does not check UTF-8 of
-/// topics), `max_bytes` the whole-record budget, `now` the receive time.
+/// topics), `max_bytes` the whole-record budget, `limits` the bounds on the image inside,
+/// `now` the receive time.
+///
+/// The image is checked by [`inspect`] without decoding: a JPEG's markers, SOF dimensions
+/// and EOI, a PNG's chunks and CRCs; for `zstd` frames, the stated dimensions and the
+/// decompressed size the zstd frame header declares. A JPEG or PNG is forwarded without
+/// any bytes after its EOI or IEND.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn convert(
     inputs: &[Input],
     topic: &[u8],
     properties: Option<&PublishProperties>,
     payload: &Bytes,
     max_bytes: usize,
+    limits: &Limits,
     seqs: &mut RawSeqs,
     now: SystemTime,
 ) -> Result<Record, Rejection> {
@@ -195,16 +165,16 @@ pub(crate) fn convert(
         ));
     }
     let record = match input.format {
-        InputFormat::Edgecam => edgecam_record(device, properties, payload)
+        InputFormat::Edgecam => edgecam_record(device, properties, payload, limits)
             .map_err(|(reason, detail)| reject(reason, detail, Some(device)))?,
         InputFormat::Raw => {
-            let s =
-                sniff(payload).map_err(|d| reject(RejectReason::NotAnImage, d, Some(device)))?;
+            let s = inspect::image(payload, limits)
+                .map_err(|r| reject(refusal_reason(payload, &r), r.to_string(), Some(device)))?;
             let seq = seqs.peek(device);
-            let quality = match (s.lossless, s.quality) {
-                (true, _) => "lossless".to_string(),
-                (false, Some(q)) => q.to_string(),
-                (false, None) => "unknown".to_string(),
+            let (content_type, codec, quality) = match (s.format, s.quality) {
+                (inspect::Format::Png, _) => ("image/png", "png", "lossless".to_string()),
+                (inspect::Format::Jpeg, Some(q)) => ("image/jpeg", "jpeg", q.to_string()),
+                (inspect::Format::Jpeg, None) => ("image/jpeg", "jpeg", "unknown".to_string()),
             };
             let headers = vec![
                 (header::DEVICE.to_string(), device.to_string()),
@@ -217,16 +187,16 @@ pub(crate) fn convert(
                     header::CAPTURED_AT.to_string(),
                     humantime::format_rfc3339_micros(now).to_string(),
                 ),
-                (header::CONTENT_TYPE.to_string(), s.content_type.to_string()),
+                (header::CONTENT_TYPE.to_string(), content_type.to_string()),
                 (header::WIDTH.to_string(), s.width.to_string()),
                 (header::HEIGHT.to_string(), s.height.to_string()),
-                (header::CODEC.to_string(), s.codec.to_string()),
+                (header::CODEC.to_string(), codec.to_string()),
                 (header::QUALITY.to_string(), quality),
             ];
             let r = Record {
                 key: Some(device.to_string()),
                 headers,
-                value: payload.clone(),
+                value: payload.slice(..s.len),
             };
             if r.size() <= max_bytes {
                 seqs.commit(device, seq);
@@ -249,6 +219,7 @@ fn edgecam_record(
     device: &str,
     properties: Option<&PublishProperties>,
     payload: &Bytes,
+    limits: &Limits,
 ) -> Result<Record, (RejectReason, String)> {
     let headers = properties
         .map(crate::mqtt::properties_to_headers)
@@ -297,11 +268,99 @@ fn edgecam_record(
             format!("empty user property name {k:?}"),
         ));
     }
+    let value = edgecam_value(&get, payload, limits)?;
     Ok(Record {
         key: Some(device.to_string()),
         headers,
-        value: payload.clone(),
+        value,
     })
+}
+
+/// Checks the image of an `edgecam`-format message against its content type and the
+/// dimensions its properties state, and returns the bytes to forward.
+fn edgecam_value<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    payload: &Bytes,
+    limits: &Limits,
+) -> Result<Bytes, (RejectReason, String)> {
+    let invalid = |m: String| (RejectReason::InvalidProperties, m);
+    let dimension = |name: &str| -> Result<Option<u32>, (RejectReason, String)> {
+        get(name)
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| invalid(format!("{name} is {v:?}, not a pixel count")))
+            })
+            .transpose()
+    };
+    let (width, height) = (dimension(header::WIDTH)?, dimension(header::HEIGHT)?);
+    let content_type = get(header::CONTENT_TYPE).unwrap_or_default();
+    let refused = |r: Refusal| (refusal_reason(payload, &r), r.to_string());
+    let checked = match content_type {
+        "image/jpeg" => inspect::jpeg(payload, limits).map_err(refused)?,
+        "image/png" => inspect::png(payload, limits).map_err(refused)?,
+        ct if ct == CONTENT_TYPE_RAW_ZSTD => {
+            check_zstd(get, payload, width, height, limits)?;
+            return Ok(payload.clone());
+        }
+        other => {
+            return Err(invalid(format!(
+                "content type {other:?} is not one edgecam publishes (image/jpeg, image/png, \
+                 {CONTENT_TYPE_RAW_ZSTD})"
+            )))
+        }
+    };
+    for (name, stated, actual) in [
+        (header::WIDTH, width, checked.width),
+        (header::HEIGHT, height, checked.height),
+    ] {
+        if stated.is_some_and(|v| v != actual) {
+            return Err(invalid(format!(
+                "{name} is {} but the image is {}x{}",
+                stated.unwrap_or_default(),
+                checked.width,
+                checked.height
+            )));
+        }
+    }
+    Ok(payload.slice(..checked.len))
+}
+
+/// A `zstd` frame: width, height and pixel format stated and within `limits`, and the zstd
+/// frame header declaring exactly `width * height * channels` bytes, so a consumer's
+/// decompression allocates what the limits allow and no more.
+fn check_zstd<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    payload: &[u8],
+    width: Option<u32>,
+    height: Option<u32>,
+    limits: &Limits,
+) -> Result<(), (RejectReason, String)> {
+    let invalid = |m: String| (RejectReason::InvalidProperties, m);
+    let (Some(w), Some(h)) = (width, height) else {
+        return Err(invalid(format!(
+            "a zstd frame needs {} and {}",
+            header::WIDTH,
+            header::HEIGHT
+        )));
+    };
+    let format = get(header::PIXEL_FORMAT)
+        .and_then(crate::frame::PixelFormat::parse)
+        .ok_or_else(|| invalid(format!("{} must be rgb8 or gray8", header::PIXEL_FORMAT)))?;
+    limits
+        .check_dimensions(w, h)
+        .map_err(|e| (RejectReason::FrameTooLarge, e.to_string()))?;
+    let expected = w as u64 * h as u64 * format.channels() as u64;
+    match zstd::zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n == expected => Ok(()),
+        Ok(Some(n)) => Err((
+            RejectReason::BadFrame,
+            format!("zstd frame declares {n} bytes, {w}x{h} {format:?} needs {expected}"),
+        )),
+        _ => Err((
+            RejectReason::BadFrame,
+            "not a zstd frame with its content size".into(),
+        )),
+    }
 }
 
 /// The dead-letter record for a rejected message: key = device when known, headers
@@ -423,6 +482,7 @@ mod tests {
             props,
             payload,
             100_000,
+            &Limits::default(),
             seqs,
             SystemTime::now(),
         )
@@ -503,7 +563,7 @@ mod tests {
                 &img.slice(..20),
                 &mut seqs
             )),
-            RejectReason::NotAnImage
+            RejectReason::BadFrame
         );
         assert_eq!(
             reason(conv("cameras//jpeg", None, &img, &mut seqs)),
@@ -526,21 +586,26 @@ mod tests {
             reason(conv("edgecam/cam-1/frame", Some(&p), &img, &mut seqs)),
             RejectReason::InvalidProperties
         );
-        let big = Bytes::from(vec![0xFFu8; 100_000]);
-        let p = edgecam_props("cam-1", 1);
+        let big_jpeg = noise_jpeg(400, 400);
+        let mut p = edgecam_props("cam-1", 1);
+        p.user_properties.retain(|(k, _)| k != header::WIDTH);
         assert_eq!(
-            reason(conv("edgecam/cam-1/frame", Some(&p), &big, &mut seqs)),
+            reason(conv("edgecam/cam-1/frame", Some(&p), &big_jpeg, &mut seqs)),
             RejectReason::OverBudget
         );
-        let mut big_jpeg = img.to_vec();
-        big_jpeg.resize(99_900, 0);
+        let not_an_image = Bytes::from(vec![0x11u8; 1000]);
         assert_eq!(
             reason(conv(
-                "cameras/esp-1/jpeg",
-                None,
-                &big_jpeg.into(),
+                "edgecam/cam-1/frame",
+                Some(&p),
+                &not_an_image,
                 &mut seqs
             )),
+            RejectReason::NotAnImage
+        );
+        assert!(big_jpeg.len() > 100_000);
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &big_jpeg, &mut seqs)),
             RejectReason::OverBudget
         );
         assert_eq!(
@@ -550,6 +615,7 @@ mod tests {
                 None,
                 &img,
                 100_000,
+                &Limits::default(),
                 &mut seqs,
                 SystemTime::now()
             )),
@@ -583,15 +649,143 @@ mod tests {
         assert!(d.size() <= 10_000);
     }
 
+    fn noise_jpeg(w: u32, h: u32) -> Bytes {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let px: Vec<u8> = (0..w * h)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 100)
+            .encode(&px, w, h, image::ExtendedColorType::L8)
+            .unwrap();
+        out.into()
+    }
+
+    /// Rewrites the SOF dimensions of a baseline JPEG.
+    fn patch_sof(jpg: &Bytes, w: u16, h: u16) -> Bytes {
+        let mut j = jpg.to_vec();
+        let i = (2..j.len() - 1)
+            .find(|&i| j[i] == 0xFF && j[i + 1] == 0xC0)
+            .unwrap();
+        j[i + 5..i + 7].copy_from_slice(&h.to_be_bytes());
+        j[i + 7..i + 9].copy_from_slice(&w.to_be_bytes());
+        j.into()
+    }
+
+    #[test]
+    fn hostile_images_are_refused_by_reason_and_never_forwarded() {
+        let mut seqs = RawSeqs::default();
+        let reason = |r: Result<Record, Rejection>| r.unwrap_err().reason;
+        let img = jpeg(16, 16, 80);
+        for (w, h) in [(65_000, 65_000), (65_535, 65_535), (10_000, 10_000)] {
+            let forged = patch_sof(&img, w, h);
+            assert_eq!(
+                reason(conv("cameras/esp-1/jpeg", None, &forged, &mut seqs)),
+                RejectReason::FrameTooLarge,
+                "{w}x{h}"
+            );
+        }
+        for pct in [10, 50, 90] {
+            let cut = img.slice(..img.len() * pct / 100);
+            assert_eq!(
+                reason(conv("cameras/esp-1/jpeg", None, &cut, &mut seqs)),
+                RejectReason::BadFrame,
+                "{pct}%"
+            );
+        }
+        // A 74-byte PNG claiming 2^31-1 x 2^31-1, CRC fixed.
+        let mut bomb = png(1, 1).to_vec();
+        bomb[16..24].copy_from_slice(&[0x7F, 0xFF, 0xFF, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF]);
+        let crc = crc32fast::hash(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            reason(conv("cameras/esp-1/jpeg", None, &bomb.into(), &mut seqs)),
+            RejectReason::FrameTooLarge
+        );
+        // The same through the edgecam format, and a zstd frame lying about its size.
+        let p = edgecam_props("cam-1", 1);
+        assert_eq!(
+            reason(conv(
+                "edgecam/cam-1/frame",
+                Some(&p),
+                &patch_sof(&img, 65_000, 65_000),
+                &mut seqs
+            )),
+            RejectReason::FrameTooLarge
+        );
+        let zstd_props = |w: &str| {
+            let id = uuid::Uuid::now_v7().to_string();
+            crate::mqtt::headers_to_properties(
+                [
+                    (header::DEVICE, "cam-1"),
+                    (header::SEQ, "2"),
+                    (header::FRAME_ID, id.as_str()),
+                    (header::CAPTURED_AT, "2024-01-01T00:00:00.000000Z"),
+                    (header::CONTENT_TYPE, CONTENT_TYPE_RAW_ZSTD),
+                    (header::WIDTH, w),
+                    (header::HEIGHT, "4"),
+                    (header::PIXEL_FORMAT, "gray8"),
+                ],
+                None,
+            )
+        };
+        let z: Bytes = zstd::bulk::compress(&[7u8; 32], 3).unwrap().into();
+        assert!(conv("edgecam/cam-1/frame", Some(&zstd_props("8")), &z, &mut seqs).is_ok());
+        assert_eq!(
+            reason(conv(
+                "edgecam/cam-1/frame",
+                Some(&zstd_props("9")),
+                &z,
+                &mut seqs
+            )),
+            RejectReason::BadFrame
+        );
+        assert_eq!(
+            reason(conv(
+                "edgecam/cam-1/frame",
+                Some(&zstd_props("60000")),
+                &z,
+                &mut seqs
+            )),
+            RejectReason::FrameTooLarge
+        );
+        // Width stated by the sensor must be the image's.
+        let mut wrong = edgecam_props("cam-1", 3);
+        wrong.user_properties.retain(|(k, _)| k != header::WIDTH);
+        wrong
+            .user_properties
+            .push((header::WIDTH.into(), "9".into()));
+        assert_eq!(
+            reason(conv(
+                "edgecam/cam-1/frame",
+                Some(&wrong),
+                &jpeg(8, 8, 80),
+                &mut seqs
+            )),
+            RejectReason::InvalidProperties
+        );
+        // Padding after the EOI is not forwarded.
+        let mut padded = img.to_vec();
+        padded.extend_from_slice(&[0; 64]);
+        let r = conv("cameras/esp-1/jpeg", None, &padded.into(), &mut seqs).unwrap();
+        assert_eq!(r.value, img);
+        assert_eq!(r.header("edgecam.seq"), Some("0"));
+    }
+
     #[test]
     fn sniff_never_panics_on_prefixes() {
         let j = jpeg(8, 8, 50);
         let p = png(3, 3);
         for n in 0..j.len().min(700) {
-            let _ = sniff(&j[..n]);
+            let _ = inspect::image(&j[..n], &Limits::default());
         }
         for n in 0..p.len() {
-            let _ = sniff(&p[..n]);
+            let _ = inspect::image(&p[..n], &Limits::default());
         }
     }
 }

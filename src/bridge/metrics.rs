@@ -14,8 +14,14 @@ pub enum RejectReason {
     OverBudget,
     /// Zero-byte payload.
     EmptyPayload,
-    /// A `raw` input whose payload is neither a readable JPEG nor a PNG.
+    /// A payload that is neither a JPEG (`FF D8`) nor a PNG.
     NotAnImage,
+    /// A JPEG or PNG that is not whole: broken markers or chunks, a wrong CRC, truncated
+    /// before its EOI or IEND; or a `zstd` frame whose size is not what its properties say.
+    BadFrame,
+    /// An image whose header declares more than `[limits]` allows (pixels or side), or a
+    /// payload over `limits.max_frame_bytes`: refused before anything was allocated.
+    FrameTooLarge,
     /// The topic matches no input pattern (e.g. a subscription left in the persistent session
     /// by an older configuration), or its `{device}` level is not a device id (empty, or
     /// characters outside `A-Z a-z 0-9 . _ -`).
@@ -40,6 +46,8 @@ impl RejectReason {
             RejectReason::OverBudget => "over_budget",
             RejectReason::EmptyPayload => "empty_payload",
             RejectReason::NotAnImage => "not_an_image",
+            RejectReason::BadFrame => "bad_frame",
+            RejectReason::FrameTooLarge => "frame_too_large",
             RejectReason::TopicMismatch => "topic_mismatch",
             RejectReason::MissingProperties => "missing_properties",
             RejectReason::InvalidProperties => "invalid_properties",

@@ -229,6 +229,8 @@ pub async fn run(
         topic: cfg.kafka.topic.to_string(),
         dead_letter_topic: cfg.bridge.dead_letter_topic.as_ref().map(|t| t.to_string()),
         max_bytes: max_bytes as usize,
+        limits: cfg.limits.limits(),
+        warnings: crate::throttle::Throttle::frames(),
         inputs,
         seqs: RawSeqs::default(),
         metrics: metrics.clone(),
@@ -527,6 +529,10 @@ struct Forwarder {
     topic: String,
     dead_letter_topic: Option<String>,
     max_bytes: usize,
+    /// `[limits]`: the bounds on each message's image.
+    limits: crate::limits::Limits,
+    /// Rate limit of the "message rejected" warning (a hostile sensor can repeat it).
+    warnings: crate::throttle::Throttle,
     inputs: Vec<Input>,
     seqs: RawSeqs,
     metrics: Arc<BridgeMetrics>,
@@ -645,6 +651,7 @@ impl Forwarder {
             p.properties.as_ref(),
             &p.payload,
             self.max_bytes,
+            &self.limits,
             &mut self.seqs,
             m.at,
         ) {
@@ -664,12 +671,15 @@ impl Forwarder {
     /// Counts a rejected message and dead-letters it (or finishes its slot).
     async fn reject(&mut self, slot: u64, rejection: Rejection, publish: Publish) {
         self.metrics.reject(rejection.reason);
-        tracing::warn!(
-            reason = rejection.reason.as_str(),
-            topic = %String::from_utf8_lossy(&publish.topic),
-            detail = %rejection.detail,
-            "message rejected"
-        );
+        if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                reason = rejection.reason.as_str(),
+                topic = %String::from_utf8_lossy(&publish.topic),
+                detail = %rejection.detail,
+                suppressed,
+                "message rejected"
+            );
+        }
         if self.dead_letter_topic.is_none() {
             self.metrics.discarded.fetch_add(1, Relaxed);
             self.finish(slot);

@@ -20,6 +20,9 @@ pub struct BridgeFile {
     /// `[kafka]`: the cluster and topic frames go to (`error_topic` is not used: see
     /// `bridge.dead_letter_topic`).
     pub kafka: KafkaConfig,
+    /// `[limits]`: how large one incoming image may be (raw JPEG/PNG payloads and the images
+    /// inside `edgecam`-format messages).
+    pub limits: super::LimitsConfig,
 }
 
 /// `[bridge]`

@@ -26,6 +26,7 @@ pub mod encode;
 pub mod env;
 pub mod error;
 pub mod kafka;
+pub mod limits;
 pub mod mqtt;
 pub mod pipeline;
 pub mod secret;
@@ -40,6 +41,7 @@ pub use encode::{Codec, EncodeConfig, TransformConfig, DEFAULT_MAX_MESSAGE_BYTES
 pub use env::ENV_PREFIX;
 pub use error::{ConfigError, Origin};
 pub use kafka::{KafkaConfig, PropertyValue};
+pub use limits::LimitsConfig;
 pub use mqtt::{MqttConfig, MqttProtocol};
 pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
 pub use secret::{Secret, SecretSource};
@@ -72,6 +74,8 @@ pub struct Config {
     pub encode: EncodeConfig,
     /// Queues between stages and shutdown.
     pub pipeline: PipelineConfig,
+    /// How large one captured image may be.
+    pub limits: LimitsConfig,
     /// Which sink publishes frames: Kafka (default) or MQTT.
     pub sink: SinkConfig,
     /// Kafka settings; present when `sink.kind = "kafka"`.
@@ -103,6 +107,7 @@ struct FileDoc {
     transform: Option<TransformConfig>,
     encode: Option<EncodeConfig>,
     pipeline: Option<PipelineConfig>,
+    limits: Option<LimitsConfig>,
     sink: Option<SinkConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
@@ -116,6 +121,7 @@ const TABLES: &[&str] = &[
     "transform",
     "encode",
     "pipeline",
+    "limits",
     "sink",
     "kafka",
     "mqtt",
@@ -321,6 +327,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
         }
     }
 
+    let limits = f.limits.unwrap_or_default();
     let agent = if is_agent {
         let device = f.device.ok_or(ConfigError::Missing {
             key: "device".into(),
@@ -333,6 +340,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
         let config = {
             source.check()?;
             source.resolve_paths(&cx.base);
+            source.check_limits(&limits)?;
             let transform = f.transform.unwrap_or_default();
             transform.check()?;
             let encode = f.encode.unwrap_or_default();
@@ -370,6 +378,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 transform,
                 encode,
                 pipeline: f.pipeline.unwrap_or_default(),
+                limits,
                 sink,
                 kafka: kafka.clone(),
                 mqtt: mqtt.clone(),
@@ -392,6 +401,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                     key: "kafka".into(),
                     origin: None,
                 })?,
+                limits,
             };
             file.check()?;
             Some(file)

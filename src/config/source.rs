@@ -190,6 +190,26 @@ impl SourceConfig {
         Ok(())
     }
 
+    /// `camera` and `synthetic` frames of `width`×`height` must be within `[limits]`: a
+    /// camera asked for more than the limits allow would have every frame refused.
+    pub(crate) fn check_limits(&self, limits: &super::LimitsConfig) -> Result<(), ConfigError> {
+        if !matches!(self.kind, SourceKind::Camera | SourceKind::Synthetic) {
+            return Ok(());
+        }
+        limits
+            .limits()
+            .check_dimensions(self.width.get(), self.height.get())
+            .map_err(|e| {
+                invalid(
+                    "source.width",
+                    format!(
+                        "{}x{} frames are over [limits]: {e}; lower source.width/height or raise                          the limit",
+                        self.width, self.height
+                    ),
+                )
+            })
+    }
+
     /// Makes `path` absolute against `base` (the config file's directory).
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if let Some(p) = &self.path {
@@ -251,6 +271,18 @@ impl SourceConfig {
                 ))
             }
             _ => {}
+        }
+        if !want_dir && !meta.is_file() {
+            // A character device (`/dev/zero`, `/dev/urandom`) or a FIFO never ends: the agent
+            // would read it for ever. A program's output goes through source.command.
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{} is not a regular file (a device, FIFO or socket); kind = \"mjpeg\" reads \
+                     an MJPEG file, or a program's stdout through source.command",
+                    path.display()
+                ),
+            ));
         }
         let readable = if want_dir {
             std::fs::read_dir(path).map(|_| ())

@@ -127,6 +127,19 @@ bounded!(
     Side(u32), 1, 16_384, "pixels"
 );
 bounded!(
+    /// Pixels one image may declare, 1–4,000,000,000 (`limits.max_pixels`).
+    MaxPixels(u64), 1, 4_000_000_000, "pixels"
+);
+bounded!(
+    /// Longest side one image may declare, 1–65,535 pixels, JPEG's own maximum
+    /// (`limits.max_side_px`).
+    MaxSide(u32), 1, 65_535, "pixels"
+);
+bounded!(
+    /// Bytes of one encoded image, 1,024–1,073,741,824 (`limits.max_frame_bytes`).
+    FrameBytes(usize), 1024, 1 << 30, "bytes"
+);
+bounded!(
     /// A positive pixel count with no upper bound but the type's (`transform.max_width`, …).
     Pixels(u32), 1, u32::MAX, "pixels"
 );

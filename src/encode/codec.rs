@@ -35,13 +35,24 @@ fn tj_format(f: PixelFormat) -> TjFormat {
 pub struct Jpeg {
     compressor: Compressor,
     decompressor: Decompressor,
+    limits: crate::limits::Limits,
 }
 
 impl Jpeg {
-    /// Creates the libjpeg-turbo handles.
+    /// Creates the libjpeg-turbo handles, decoding within the default [`Limits`].
     ///
     /// Errors: [`CodecError::Encode`] if libjpeg-turbo cannot allocate them.
+    ///
+    /// [`Limits`]: crate::limits::Limits
     pub fn new() -> Result<Self, CodecError> {
+        Self::with_limits(crate::limits::Limits::default())
+    }
+
+    /// Creates the libjpeg-turbo handles; [`Jpeg::decode`] refuses a JPEG whose header
+    /// (as libjpeg-turbo reads it) is over `limits`, before allocating its pixels.
+    ///
+    /// Errors: [`CodecError::Encode`] if libjpeg-turbo cannot allocate them.
+    pub fn with_limits(limits: crate::limits::Limits) -> Result<Self, CodecError> {
         let err = |e: turbojpeg::Error| CodecError::Encode {
             codec: "jpeg",
             message: e.to_string(),
@@ -49,6 +60,7 @@ impl Jpeg {
         Ok(Jpeg {
             compressor: Compressor::new().map_err(err)?,
             decompressor: Decompressor::new().map_err(err)?,
+            limits,
         })
     }
 
@@ -83,7 +95,8 @@ impl Jpeg {
     /// is still at least `min_width`×`min_height`: a 5640×3172 photo needed at 1410×793 decodes
     /// at 1/4 directly, about 10× less work than a full decode plus resize.
     ///
-    /// Errors: [`CodecError::Decode`] for corrupt or unsupported JPEGs.
+    /// Errors: [`CodecError::Decode`] for corrupt or unsupported JPEGs, and for one whose
+    /// header is over the limits (nothing is allocated for it).
     pub fn decode(
         &mut self,
         jpeg: &[u8],
@@ -93,6 +106,10 @@ impl Jpeg {
     ) -> Result<RawImage, CodecError> {
         let err = |e: turbojpeg::Error| CodecError::Decode(e.to_string());
         let header = self.decompressor.read_header(jpeg).map_err(err)?;
+        let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.limits
+            .check_dimensions(side(header.width), side(header.height))
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
         let factor = [
             ScalingFactor::ONE_EIGHTH,
             ScalingFactor::ONE_QUARTER,
@@ -119,6 +136,64 @@ impl Jpeg {
         RawImage::new(w as u32, h as u32, format, data)
             .ok_or_else(|| CodecError::Decode("decoder returned an empty image".into()))
     }
+}
+
+/// Decodes a PNG to RGB8, or Gray8 when it has no colour: palettes expanded, 16-bit samples
+/// reduced to 8, alpha dropped (not composited). Memory: one output buffer of at most 4
+/// bytes per pixel (RGBA before the alpha is dropped in place), so a PNG within `limits`
+/// decodes in at most `4 * max_pixels` bytes; the decoder's own allocation limit is set to
+/// that too.
+///
+/// Errors: [`CodecError::Decode`] for a corrupt PNG or one over `limits` (callers check
+/// the header with [`crate::inspect::png`] first, which says which limit).
+pub fn decode_png(data: &[u8], limits: &crate::limits::Limits) -> Result<RawImage, CodecError> {
+    use png::ColorType;
+    let err = |e: png::DecodingError| CodecError::Decode(format!("PNG: {e}"));
+    let budget = (limits.max_pixels as usize)
+        .saturating_mul(4)
+        .saturating_add(1 << 20);
+    let mut decoder =
+        png::Decoder::new_with_limits(std::io::Cursor::new(data), png::Limits { bytes: budget });
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(err)?;
+    let (width, height) = reader.info().size();
+    limits
+        .check_dimensions(width, height)
+        .map_err(|e| CodecError::Decode(format!("PNG: {e}")))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| CodecError::Decode("PNG: image too large for this machine".into()))?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(err)?;
+    let (format, channels) = match info.color_type {
+        ColorType::Grayscale => (PixelFormat::Gray8, 1),
+        ColorType::GrayscaleAlpha => (PixelFormat::Gray8, 2),
+        ColorType::Rgb => (PixelFormat::Rgb8, 3),
+        ColorType::Rgba => (PixelFormat::Rgb8, 4),
+        ColorType::Indexed => {
+            return Err(CodecError::Decode(
+                "PNG: palette not expanded by the decoder".into(),
+            ))
+        }
+    };
+    let keep = format.channels();
+    let pixels = width as usize * height as usize;
+    if info.line_size != width as usize * channels || buf.len() < pixels * channels {
+        return Err(CodecError::Decode(format!(
+            "PNG: decoder returned {} bytes per row for {width} pixels of {channels} channels",
+            info.line_size
+        )));
+    }
+    if channels != keep {
+        // Drop alpha in place: pixel i moves from i*channels to i*keep, never forward.
+        for i in 0..pixels {
+            buf.copy_within(i * channels..i * channels + keep, i * keep);
+        }
+    }
+    buf.truncate(pixels * keep);
+    buf.shrink_to_fit();
+    RawImage::new(width, height, format, buf)
+        .ok_or_else(|| CodecError::Decode(format!("PNG of {width}x{height} has no pixels")))
 }
 
 /// Encodes `img` as PNG (default compression, adaptive filtering).

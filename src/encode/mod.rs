@@ -15,13 +15,14 @@
 //! `max_message_bytes - record::max_overhead(device)` bytes, which leaves room for the key,
 //! every header at its longest, and the record batch framing.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
 
 use crate::config::{Codec, EncodeConfig, TransformConfig};
 use crate::frame::{Image, JpegImage, PixelFormat, RawImage};
+use crate::limits::Limits;
 use crate::record;
 
 pub mod codec;
@@ -105,16 +106,20 @@ pub enum EncodeError {
     /// Decoding or encoding failed.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The image is over `[limits]`; nothing was decoded.
+    #[error("frame too large: {0}")]
+    TooLarge(#[from] crate::limits::LimitError),
 }
 
 impl EncodeError {
-    /// Drop reason for metrics and the error topic: `budget_unreachable`, `decode_error` or
-    /// `encode_error`.
+    /// Drop reason for metrics and the error topic: `budget_unreachable`, `decode_error`,
+    /// `encode_error` or `frame_too_large`.
     pub fn reason(&self) -> &'static str {
         match self {
             EncodeError::BudgetUnreachable { .. } => "budget_unreachable",
             EncodeError::Codec(CodecError::Decode(_)) => "decode_error",
             EncodeError::Codec(_) => "encode_error",
+            EncodeError::TooLarge(_) => "frame_too_large",
         }
     }
 
@@ -122,7 +127,7 @@ impl EncodeError {
     pub fn attempts(&self) -> u32 {
         match self {
             EncodeError::BudgetUnreachable { attempts, .. } => *attempts,
-            EncodeError::Codec(_) => 0,
+            EncodeError::Codec(_) | EncodeError::TooLarge(_) => 0,
         }
     }
 }
@@ -136,10 +141,12 @@ pub struct Encoder {
     jpeg: codec::Jpeg,
     controller: RateController,
     ladder_cache: Option<((u32, u32), Vec<Rung>)>,
+    limits: Limits,
 }
 
 impl Encoder {
-    /// An encoder for device `device_id` (its length is part of every record's overhead).
+    /// An encoder for device `device_id` (its length is part of every record's overhead),
+    /// with the default [`Limits`].
     ///
     /// Errors: [`CodecError`] if libjpeg-turbo cannot be initialised.
     pub fn new(
@@ -147,15 +154,28 @@ impl Encoder {
         encode: EncodeConfig,
         transform: TransformConfig,
     ) -> Result<Self, CodecError> {
+        Self::with_limits(device_id, encode, transform, Limits::default())
+    }
+
+    /// [`Encoder::new`] refusing images over `limits` (`[limits]`) before decoding them.
+    ///
+    /// Errors: [`CodecError`] if libjpeg-turbo cannot be initialised.
+    pub fn with_limits(
+        device_id: &str,
+        encode: EncodeConfig,
+        transform: TransformConfig,
+        limits: Limits,
+    ) -> Result<Self, CodecError> {
         let value_budget = (encode.max_message_bytes.get() as usize)
             .saturating_sub(record::max_overhead(device_id));
         Ok(Encoder {
             encode,
             transform,
             value_budget,
-            jpeg: codec::Jpeg::new()?,
+            jpeg: codec::Jpeg::with_limits(limits)?,
             controller: RateController::new(),
             ladder_cache: None,
+            limits,
         })
     }
 
@@ -211,9 +231,16 @@ impl Encoder {
 
     /// Fits `image` under the budget. See the module docs for the steps.
     ///
-    /// Errors: [`EncodeError::BudgetUnreachable`] when no rung fits,
-    /// [`EncodeError::Codec`] when the source JPEG is corrupt or an encoder fails.
+    /// Memory: besides `image`, at most one decode of it (the smallest DCT scale a rung has
+    /// needed so far), one transformed copy at the current rung's size, and one encoded
+    /// output at a time.
+    ///
+    /// Errors: [`EncodeError::TooLarge`] when `image` is over the limits (nothing decoded),
+    /// [`EncodeError::BudgetUnreachable`] when no rung fits, [`EncodeError::Codec`] when the
+    /// source JPEG is corrupt or an encoder fails.
     pub fn encode(&mut self, image: &Image) -> Result<Encoded, EncodeError> {
+        self.limits
+            .check_dimensions(image.width(), image.height())?;
         if let Image::Jpeg(j) = image {
             if let Some(quality) = self.can_pass_through(j) {
                 return Ok(Encoded {
@@ -259,24 +286,16 @@ impl Encoder {
         let zstd_level = self.encode.zstd_level;
         let budget = self.value_budget;
         let jpeg = &mut self.jpeg;
-        // Prepared pixels per output size: the quality rungs share one.
-        let mut prepared: HashMap<(u32, u32), RawImage> = HashMap::new();
-        let mut decoded: Vec<RawImage> = Vec::new();
+        let mut work = Work {
+            image,
+            format,
+            rotate,
+            decoded: None,
+            prepared: None,
+        };
         let mut encode_rung = |i: usize| -> Result<(Vec<u8>, usize), CodecError> {
             let rung = rungs[i];
-            let key = (rung.width, rung.height);
-            let img = match prepared.entry(key) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(prepare(
-                    jpeg,
-                    &mut decoded,
-                    image,
-                    format,
-                    rotate,
-                    rung.width,
-                    rung.height,
-                )?),
-            };
+            let img = work.pixels(jpeg, rung.width, rung.height)?;
             let out = match codec {
                 Codec::Jpeg => jpeg.encode(img, rung.quality.unwrap_or(75))?,
                 Codec::Png => codec::encode_png(img)?,
@@ -312,52 +331,65 @@ impl Encoder {
     }
 }
 
-/// Produces `image` as `format` pixels, rotated by `rotate` degrees and resized to exactly
-/// `width`×`height` (the output orientation).
+/// The pixels one frame needs while the controller tries rungs, kept so that a frame
+/// costs at most one decode and memory stays bounded whatever the ladder does.
 ///
-/// `decoded` holds this frame's decodes so far (before rotation): a rung reuses the smallest
-/// one that is large enough instead of decoding again. That matters for progressive JPEGs,
-/// where libjpeg-turbo's DCT scaling saves little and a 17.9 MP decode costs most of a
-/// second.
-fn prepare(
-    jpeg: &mut codec::Jpeg,
-    decoded: &mut Vec<RawImage>,
-    image: &Image,
+/// `decoded` is the frame as `format` pixels before rotation, from a JPEG decoded at the
+/// smallest DCT scale that was large enough for the rungs tried so far (a larger rung
+/// decodes again, larger, and replaces it), or borrowed from a raw image already in
+/// `format`. `prepared` is the one transformed copy (resized and rotated) for the last rung
+/// size asked for; quality rungs of the same size share it, and a new size replaces it.
+/// That matters for progressive JPEGs, where libjpeg-turbo's DCT scaling saves little and a
+/// 17.9 MP decode costs most of a second, and for memory: a 50 MP frame holds one 150 MB
+/// decode and one smaller copy, never a copy per rung.
+struct Work<'a> {
+    image: &'a Image,
     format: PixelFormat,
     rotate: u16,
-    width: u32,
-    height: u32,
-) -> Result<RawImage, CodecError> {
-    // Size needed before rotation.
-    let (pw, ph) = match rotate {
-        90 | 270 => (height, width),
-        _ => (width, height),
-    };
-    let fits = |r: &RawImage| r.width >= pw && r.height >= ph;
-    let cached = decoded
-        .iter()
-        .filter(|r| fits(r))
-        .min_by_key(|r| r.width as u64 * r.height as u64);
-    let raw = match (cached, image) {
-        (Some(r), _) => r.clone(),
-        (None, Image::Jpeg(j)) => {
-            let r = jpeg.decode(&j.data, format, pw, ph)?;
-            decoded.push(r.clone());
-            r
+    decoded: Option<Cow<'a, RawImage>>,
+    prepared: Option<RawImage>,
+}
+
+impl Work<'_> {
+    /// `image` as `format` pixels, rotated by `rotate` degrees and resized to exactly
+    /// `width`×`height` (the output orientation).
+    fn pixels(
+        &mut self,
+        jpeg: &mut codec::Jpeg,
+        width: u32,
+        height: u32,
+    ) -> Result<&RawImage, CodecError> {
+        // Size needed before rotation.
+        let (pw, ph) = match self.rotate {
+            90 | 270 => (height, width),
+            _ => (width, height),
+        };
+        let fits = |r: &RawImage| r.width >= pw && r.height >= ph;
+        if !self.decoded.as_deref().is_some_and(fits) {
+            // Free the old decode before making the new one.
+            self.decoded = None;
+            self.decoded = Some(match self.image {
+                Image::Jpeg(j) => Cow::Owned(jpeg.decode(&j.data, self.format, pw, ph)?),
+                Image::Raw(r) if r.format == self.format => Cow::Borrowed(r),
+                Image::Raw(r) => Cow::Owned(transform::grayscale_from(r)),
+            });
         }
-        (None, Image::Raw(r)) => {
-            let r = if format == PixelFormat::Gray8 {
-                transform::grayscale(r.clone())
-            } else {
-                r.clone()
-            };
-            decoded.push(r.clone());
-            r
+        let base = self.decoded.as_deref().expect("set above");
+        if (base.width, base.height) == (pw, ph) && self.rotate % 360 == 0 {
+            return Ok(base);
         }
-    };
-    // Shrink before rotating: less to move.
-    let raw = transform::resize(raw, pw, ph);
-    Ok(transform::rotate(raw, rotate))
+        let done = self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| (p.width, p.height) == (width, height));
+        if !done {
+            self.prepared = None;
+            // Shrink before rotating: less to move.
+            let resized = transform::resize_from(base, pw, ph);
+            self.prepared = Some(transform::rotate(resized, self.rotate));
+        }
+        Ok(self.prepared.as_ref().expect("set above"))
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,15 @@ pub fn grayscale(img: RawImage) -> RawImage {
     if img.format == PixelFormat::Gray8 {
         return img;
     }
+    grayscale_from(&img)
+}
+
+/// [`grayscale`] from borrowed pixels, without copying the RGB8 source first (a Gray8 source
+/// is copied).
+pub fn grayscale_from(img: &RawImage) -> RawImage {
+    if img.format == PixelFormat::Gray8 {
+        return img.clone();
+    }
     let data: Vec<u8> = img
         .data
         .chunks_exact(3)
@@ -97,16 +106,25 @@ pub fn fit_within(
 /// using `fast_image_resize`'s SIMD kernels; returns `img` unchanged when it already has
 /// that size. Chosen over `image::imageops::resize` by measurement (see the README).
 pub fn resize(img: RawImage, width: u32, height: u32) -> RawImage {
-    use fast_image_resize as fr;
     if (img.width, img.height) == (width, height) {
         return img;
+    }
+    resize_from(&img, width, height)
+}
+
+/// [`resize`] from borrowed pixels: always a new image (a copy when the size is the same),
+/// so the source can be kept (the encoder keeps one decode per frame for all its rungs).
+pub fn resize_from(img: &RawImage, width: u32, height: u32) -> RawImage {
+    use fast_image_resize as fr;
+    if (img.width, img.height) == (width, height) {
+        return img.clone();
     }
     let pixel_type = match img.format {
         PixelFormat::Gray8 => fr::PixelType::U8,
         PixelFormat::Rgb8 => fr::PixelType::U8x3,
     };
     let (w, h, format) = (img.width, img.height, img.format);
-    let src = fr::images::Image::from_vec_u8(w, h, img.data, pixel_type)
+    let src = fr::images::ImageRef::new(w, h, &img.data, pixel_type)
         .expect("RawImage length invariant; u8 pixels need no alignment");
     let mut dst = fr::images::Image::new(width, height, pixel_type);
     let options =

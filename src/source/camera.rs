@@ -18,10 +18,10 @@ use nokhwa::utils::{
 };
 use nokhwa::{Buffer, Camera, NokhwaError};
 
-use super::mjpeg::complete_jpeg_len;
 use super::{Source, SourceError};
 use crate::config::{CameraFormat, SourceConfig};
 use crate::frame::{Captured, Image, JpegImage, PixelFormat, RawImage};
+use crate::limits::Limits;
 
 /// How long [`CameraSource::open`] waits for the driver to open and configure the device.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -155,23 +155,19 @@ pub fn yuyv_to_rgb8(src: &[u8], width: usize, height: usize, stride: usize) -> O
 /// (zero-copy slice of the buffer); YUYV → [`Image::Raw`] RGB8.
 ///
 /// Errors: [`SourceError::BadFrame`] for an incomplete or unparsable JPEG or a short YUYV
-/// buffer; [`SourceError::UnsupportedFormat`] for any other frame format.
-fn to_image(buf: &Buffer) -> Result<Image, SourceError> {
+/// buffer; [`SourceError::TooLarge`] for a frame over `limits` (checked before converting);
+/// [`SourceError::UnsupportedFormat`] for any other frame format.
+fn to_image(buf: &Buffer, limits: &Limits) -> Result<Image, SourceError> {
     let data = buf.buffer();
     match buf.source_frame_format() {
-        FrameFormat::MJPEG => {
-            let len = complete_jpeg_len(data).ok_or_else(|| {
-                SourceError::BadFrame(format!(
-                    "incomplete or corrupt MJPEG frame ({} bytes)",
-                    data.len()
-                ))
-            })?;
-            JpegImage::parse(buf.buffer_bytes().slice(..len))
-                .map(Image::Jpeg)
-                .map_err(|e| SourceError::BadFrame(format!("MJPEG frame: {e}")))
-        }
+        FrameFormat::MJPEG => JpegImage::checked(buf.buffer_bytes(), limits)
+            .map(Image::Jpeg)
+            .map_err(|r| SourceError::refused(format!("MJPEG frame of {} bytes", data.len()), r)),
         FrameFormat::YUYV => {
             let res = buf.resolution();
+            limits
+                .check_dimensions(res.width(), res.height())
+                .map_err(|e| SourceError::TooLarge(format!("YUYV frame: {e}")))?;
             let (w, h) = (res.width() as usize, res.height() as usize);
             // nokhwa hands over the whole V4L2 buffer, not `bytesperline`: a length that is
             // a whole number of rows is taken as rows padded to that stride (Raspberry Pi
@@ -213,6 +209,7 @@ struct Request {
     height: u32,
     fps: u32,
     preferred: Vec<FrameFormat>,
+    limits: Limits,
 }
 
 fn open_error(device: &str, e: NokhwaError) -> SourceError {
@@ -302,7 +299,7 @@ fn capture_thread(
     };
     while !stop.load(Ordering::Relaxed) {
         let item = match cam.frame() {
-            Ok(buf) => to_image(&buf).map(|image| Captured {
+            Ok(buf) => to_image(&buf, &req.limits).map(|image| Captured {
                 image,
                 captured_at: captured_at(&buf),
             }),
@@ -343,7 +340,7 @@ impl CameraSource {
     /// (permissions, busy) or is not a `/dev/videoN` node;
     /// [`SourceError::UnsupportedFormat`] when it offers neither MJPEG nor YUYV;
     /// [`SourceError::Camera`] for other driver errors or when opening takes over 15 s.
-    pub fn open(cfg: &SourceConfig) -> Result<Self, SourceError> {
+    pub fn open(cfg: &SourceConfig, limits: &Limits) -> Result<Self, SourceError> {
         let index = resolve_device(&cfg.device)?;
         let preferred = match cfg.format {
             CameraFormat::Mjpeg => vec![FrameFormat::MJPEG, FrameFormat::YUYV],
@@ -361,6 +358,7 @@ impl CameraSource {
             height: cfg.height.get(),
             fps,
             preferred,
+            limits: *limits,
         };
         let (init_tx, init_rx) = sync_channel(1);
         let (tx, rx) = sync_channel(CHANNEL_FRAMES);
@@ -465,7 +463,7 @@ mod tests {
             "/dev/v4l/by-id/edgecam-no-such-camera",
         ] {
             let t = Instant::now();
-            match CameraSource::open(&cfg(dev)) {
+            match CameraSource::open(&cfg(dev), &Limits::default()) {
                 Err(SourceError::NoSuchDevice(name)) => assert_eq!(name, dev),
                 other => panic!("{dev}: expected NoSuchDevice, got {other:?}"),
             }
@@ -475,7 +473,7 @@ mod tests {
 
     #[test]
     fn existing_file_that_is_not_a_video_node_is_an_open_error() {
-        match CameraSource::open(&cfg("/dev/null")) {
+        match CameraSource::open(&cfg("/dev/null"), &Limits::default()) {
             Err(SourceError::Open { what, message }) => {
                 assert_eq!(what, "/dev/null");
                 assert!(message.contains("/dev/videoN"), "{message}");
@@ -581,7 +579,7 @@ mod tests {
             "/tests/fixtures/vtest-10.mjpeg"
         ))
         .unwrap();
-        let n = complete_jpeg_len(&data).unwrap();
+        let n = crate::jpeg::complete_len(&data).unwrap();
         data[..n].to_vec()
     }
 
@@ -591,7 +589,7 @@ mod tests {
         let mut padded = frame.clone();
         padded.resize(frame.len() + 4096, 0);
         let buf = Buffer::new(Resolution::new(768, 576), &padded, FrameFormat::MJPEG);
-        let Image::Jpeg(j) = to_image(&buf).unwrap() else {
+        let Image::Jpeg(j) = to_image(&buf, &Limits::default()).unwrap() else {
             panic!("expected jpeg")
         };
         assert_eq!(j.data, Bytes::from(frame.clone()));
@@ -602,7 +600,9 @@ mod tests {
             &frame[..frame.len() / 2],
             FrameFormat::MJPEG,
         );
-        assert!(to_image(&cut).unwrap_err().is_frame_error());
+        assert!(to_image(&cut, &Limits::default())
+            .unwrap_err()
+            .is_frame_error());
     }
 
     #[test]
@@ -610,14 +610,36 @@ mod tests {
         let (w, h) = (4usize, 2usize);
         let mut data: Vec<u8> = [235, 128, 235, 128].repeat(w / 2 * h);
         let buf = Buffer::new(Resolution::new(4, 2), &data, FrameFormat::YUYV);
-        let Image::Raw(r) = to_image(&buf).unwrap() else {
+        let Image::Raw(r) = to_image(&buf, &Limits::default()).unwrap() else {
             panic!("expected raw")
         };
         assert_eq!((r.width, r.height, r.format), (4, 2, PixelFormat::Rgb8));
         assert!(r.data.iter().all(|&v| v == 255));
         data.truncate(10);
         let short = Buffer::new(Resolution::new(4, 2), &data, FrameFormat::YUYV);
-        assert!(to_image(&short).unwrap_err().is_frame_error());
+        assert!(to_image(&short, &Limits::default())
+            .unwrap_err()
+            .is_frame_error());
+    }
+
+    #[test]
+    fn frames_over_the_limits_are_refused_before_conversion() {
+        let small = Limits {
+            max_pixels: 4,
+            ..Limits::default()
+        };
+        let data = [235u8, 128, 235, 128].repeat(4);
+        let buf = Buffer::new(Resolution::new(4, 2), &data, FrameFormat::YUYV);
+        assert!(matches!(
+            to_image(&buf, &small),
+            Err(SourceError::TooLarge(m)) if m.contains("max_pixels")
+        ));
+        let frame = fixture_frame();
+        let buf = Buffer::new(Resolution::new(768, 576), &frame, FrameFormat::MJPEG);
+        assert!(matches!(
+            to_image(&buf, &small),
+            Err(SourceError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! `.png` is decoded.
 
 use std::ffi::OsString;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::mjpeg::complete_jpeg_len;
-use super::{Pacer, Source, SourceError};
+use super::{Pacer, Skipped, Source, SourceError};
 use crate::config::SourceConfig;
-use crate::frame::{Captured, Image, JpegImage, PixelFormat, RawImage};
+use crate::frame::{Captured, Image, JpegImage};
+use crate::inspect::Refusal;
+use crate::limits::Limits;
 
 /// What a file in the directory is, by its extension (case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,54 +29,85 @@ fn kind_of(path: &Path) -> Option<Kind> {
     }
 }
 
+/// What [`list_images`] found.
+struct Listing {
+    /// `.jpg`, `.jpeg` and `.png` regular files, sorted by file name.
+    files: Vec<(PathBuf, Kind)>,
+    /// Entries with such a name that are not regular files (after following symlinks):
+    /// devices, FIFOs, sockets, directories, dangling links. Never opened: a FIFO would
+    /// block the source and a device would never end.
+    skipped: Vec<PathBuf>,
+}
+
 /// The `.jpg`, `.jpeg` and `.png` files (extensions case-insensitive, symlinks followed)
-/// directly in `dir`, sorted by file name (byte order). Other files and subdirectories
-/// are ignored.
-fn list_images(dir: &Path) -> std::io::Result<Vec<(PathBuf, Kind)>> {
+/// directly in `dir`, sorted by file name (byte order). Files with other names are
+/// ignored; entries with an image's name that are not regular files are listed as skipped.
+fn list_images(dir: &Path) -> std::io::Result<Listing> {
     let mut files: Vec<(OsString, PathBuf, Kind)> = Vec::new();
+    let mut skipped = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         let Some(kind) = kind_of(&path) else { continue };
-        // `metadata` follows symlinks; skip directories named `x.jpg` and dangling links.
+        // `metadata` follows symlinks.
         if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             files.push((entry.file_name(), path, kind));
+        } else {
+            skipped.push(path);
         }
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(files.into_iter().map(|(_, p, k)| (p, k)).collect())
+    skipped.sort();
+    Ok(Listing {
+        files: files.into_iter().map(|(_, p, k)| (p, k)).collect(),
+        skipped,
+    })
 }
 
-/// Reads one image file into an [`Image`].
+/// Why one file gave no frame.
+enum LoadError {
+    /// Not a regular file any more, or unreadable.
+    Io(String),
+    /// Checked and refused (too large, broken).
+    Refused(Refusal),
+}
+
+/// Reads one image file into an [`Image`], within `limits`.
 ///
-/// JPEG: the file's bytes through the first image's EOI (anything appended after it is
-/// dropped), not decoded; its header must parse and the EOI must be present. PNG: decoded
-/// to RGB8, or Gray8 when the PNG has no colour; alpha is dropped (not composited).
-/// Errors: a message (without the file name) when the file cannot be read or is corrupt.
-fn load(path: &Path, kind: Kind) -> Result<Image, String> {
-    let data = std::fs::read(path).map_err(|e| e.to_string())?;
+/// The file's size is checked before it is opened and at most `max_frame_bytes + 1` bytes
+/// are read, so a 2 GB file (sparse or not) costs nothing. JPEG: the bytes through the first
+/// image's EOI (anything appended after it is dropped), checked by [`JpegImage::checked`],
+/// not decoded. PNG: checked by [`crate::inspect::png`] (IHDR within the limits, CRCs, IEND),
+/// then decoded by [`crate::encode::codec::decode_png`] to RGB8, or Gray8 when the PNG has
+/// no colour; alpha is dropped (not composited).
+fn load(path: &Path, kind: Kind, limits: &Limits) -> Result<Image, LoadError> {
+    let io = |e: std::io::Error| LoadError::Io(e.to_string());
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::Io("no longer a regular file".into()));
+    }
+    limits
+        .check_bytes(meta.len())
+        .map_err(|e| LoadError::Refused(e.into()))?;
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(limits.max_frame_bytes as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    // The file may have grown since `metadata`.
+    limits
+        .check_bytes(data.len() as u64)
+        .map_err(|e| LoadError::Refused(e.into()))?;
     match kind {
-        Kind::Jpeg => {
-            let len = complete_jpeg_len(&data)
-                .ok_or_else(|| "not a complete JPEG (no SOI, broken or truncated)".to_string())?;
-            let mut data = Bytes::from(data);
-            data.truncate(len);
-            JpegImage::parse(data)
-                .map(Image::Jpeg)
-                .map_err(|e| e.to_string())
-        }
+        Kind::Jpeg => JpegImage::checked(Bytes::from(data), limits)
+            .map(Image::Jpeg)
+            .map_err(LoadError::Refused),
         Kind::Png => {
-            let img = image::load_from_memory_with_format(&data, image::ImageFormat::Png)
-                .map_err(|e| e.to_string())?;
-            let (width, height) = (img.width(), img.height());
-            let (format, pixels) = if img.color().has_color() {
-                (PixelFormat::Rgb8, img.into_rgb8().into_raw())
-            } else {
-                (PixelFormat::Gray8, img.into_luma8().into_raw())
-            };
-            RawImage::new(width, height, format, pixels)
+            crate::inspect::png(&data, limits).map_err(LoadError::Refused)?;
+            crate::encode::codec::decode_png(&data, limits)
                 .map(Image::Raw)
-                .ok_or_else(|| format!("PNG of {width}x{height} has no pixels"))
+                .map_err(|e| LoadError::Refused(Refusal::Broken(e.to_string())))
         }
     }
 }
@@ -95,14 +128,18 @@ pub struct ImagesSource {
     next: usize,
     loop_: bool,
     pacer: Pacer,
+    limits: Limits,
+    /// Non-regular entries found at open, not yet reported by `take_skipped`.
+    skipped_files: u64,
 }
 
 impl ImagesSource {
-    /// Lists `cfg.path`.
+    /// Lists `cfg.path`. Entries with an image's name that are not regular files are
+    /// skipped, logged once here and counted (see [`Source::take_skipped`]).
     ///
     /// Errors: [`SourceError::Open`] naming the directory when `cfg.path` is unset, the
     /// directory is missing or unreadable, or it holds no `.jpg`/`.jpeg`/`.png` file.
-    pub fn open(cfg: &SourceConfig) -> Result<Self, SourceError> {
+    pub fn open(cfg: &SourceConfig, limits: &Limits) -> Result<Self, SourceError> {
         let Some(dir) = &cfg.path else {
             return Err(SourceError::Open {
                 what: "images source".into(),
@@ -113,9 +150,26 @@ impl ImagesSource {
             what: dir.display().to_string(),
             message,
         };
-        let files = list_images(dir).map_err(|e| open_err(e.to_string()))?;
+        let Listing { files, skipped } = list_images(dir).map_err(|e| open_err(e.to_string()))?;
+        if !skipped.is_empty() {
+            tracing::warn!(
+                dir = %dir.display(),
+                count = skipped.len(),
+                first = %skipped[0].display(),
+                "skipping entries with an image's name that are not regular files (devices, \
+                 FIFOs, sockets, directories, dangling links)"
+            );
+        }
         if files.is_empty() {
-            return Err(open_err("no .jpg, .jpeg or .png files".into()));
+            return Err(open_err(if skipped.is_empty() {
+                "no .jpg, .jpeg or .png files".into()
+            } else {
+                format!(
+                    "no .jpg, .jpeg or .png regular files ({} entries are devices, FIFOs, \
+                     directories or dangling links)",
+                    skipped.len()
+                )
+            }));
         }
         Ok(ImagesSource {
             dir: dir.clone(),
@@ -123,6 +177,8 @@ impl ImagesSource {
             next: 0,
             loop_: cfg.loop_,
             pacer: Pacer::new(cfg.fps),
+            limits: *limits,
+            skipped_files: skipped.len() as u64,
         })
     }
 
@@ -148,8 +204,10 @@ impl Source for ImagesSource {
         let (path, kind) = &self.files[self.next];
         self.next += 1;
         self.pacer.wait();
-        let image = load(path, *kind)
-            .map_err(|e| SourceError::BadFrame(format!("{}: {e}", path.display())))?;
+        let image = load(path, *kind, &self.limits).map_err(|e| match e {
+            LoadError::Io(e) => SourceError::BadFrame(format!("{}: {e}", path.display())),
+            LoadError::Refused(r) => SourceError::refused(path.display(), r),
+        })?;
         Ok(Some(Captured::now(image)))
     }
 
@@ -166,11 +224,19 @@ impl Source for ImagesSource {
         self.pacer = Pacer::new(fps);
         true
     }
+
+    fn take_skipped(&mut self) -> Skipped {
+        Skipped {
+            bytes: 0,
+            files: std::mem::take(&mut self.skipped_files),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::PixelFormat;
 
     fn cfg(dir: &Path, extra: &str) -> SourceConfig {
         toml::from_str(&format!(
@@ -236,7 +302,7 @@ mod tests {
     #[test]
     fn replays_mixed_directory_in_name_order() {
         let dir = mixed_dir();
-        let mut src = ImagesSource::open(&cfg(dir.path(), "")).unwrap();
+        let mut src = ImagesSource::open(&cfg(dir.path(), ""), &Limits::default()).unwrap();
         assert_eq!(src.len(), 4);
         let got: Vec<Image> = all(&mut src, 100)
             .into_iter()
@@ -272,7 +338,8 @@ mod tests {
     #[test]
     fn loop_restarts_at_first_file() {
         let dir = mixed_dir();
-        let mut src = ImagesSource::open(&cfg(dir.path(), "loop = true")).unwrap();
+        let mut src =
+            ImagesSource::open(&cfg(dir.path(), "loop = true"), &Limits::default()).unwrap();
         let widths: Vec<u32> = all(&mut src, 10)
             .into_iter()
             .map(|r| r.unwrap().image.width())
@@ -290,7 +357,7 @@ mod tests {
         std::fs::write(p.join("3.jpg"), &good[..good.len() / 2]).unwrap(); // truncated
         std::fs::write(p.join("4.jpg"), b"plain text").unwrap();
         write_jpeg(&p.join("5.jpg"), 12, 10);
-        let mut src = ImagesSource::open(&cfg(p, "")).unwrap();
+        let mut src = ImagesSource::open(&cfg(p, ""), &Limits::default()).unwrap();
         let got = all(&mut src, 100);
         assert_eq!(got.len(), 5);
         assert_eq!(got[0].as_ref().unwrap().image.width(), 10);
@@ -307,6 +374,102 @@ mod tests {
     }
 
     #[test]
+    fn hostile_files_are_refused_counted_and_replay_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write_jpeg(&p.join("0-good.jpg"), 10, 10);
+        // A 2 GB sparse file: refused from its size, never read.
+        let big = std::fs::File::create(p.join("1-big.jpg")).unwrap();
+        big.set_len(2 << 30).unwrap();
+        // A JPEG whose SOF declares 65000x65000.
+        let mut forged = std::fs::read(p.join("0-good.jpg")).unwrap();
+        let sof = (0..forged.len() - 1)
+            .find(|&i| forged[i] == 0xFF && forged[i + 1] == 0xC0)
+            .unwrap();
+        forged[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+        std::fs::write(p.join("2-forged.jpg"), &forged).unwrap();
+        // A PNG whose IHDR (CRC fixed) declares 30000x30000.
+        write_png_gray(&p.join("3-bomb.png"), 8, 8);
+        let mut bomb = std::fs::read(p.join("3-bomb.png")).unwrap();
+        bomb[16..24].copy_from_slice(&[0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30]);
+        let crc = crc32fast::hash(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        std::fs::write(p.join("3-bomb.png"), &bomb).unwrap();
+        std::fs::write(p.join("4-empty.jpg"), b"").unwrap();
+        // Not regular files: never opened, counted once.
+        std::os::unix::fs::symlink("/dev/zero", p.join("5-zero.jpg")).unwrap();
+        let fifo = p.join("6-fifo.png");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        write_jpeg(&p.join("7-good.jpg"), 12, 10);
+
+        let mut src = ImagesSource::open(&cfg(p, ""), &Limits::default()).unwrap();
+        assert_eq!(src.len(), 6);
+        assert_eq!(src.take_skipped(), Skipped { bytes: 0, files: 2 });
+        assert_eq!(src.take_skipped(), Skipped::default());
+        let got = all(&mut src, 100);
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[0].as_ref().unwrap().image.width(), 10);
+        for (r, (name, too_large)) in got[1..5].iter().zip([
+            ("1-big.jpg", true),
+            ("2-forged.jpg", true),
+            ("3-bomb.png", true),
+            ("4-empty.jpg", false),
+        ]) {
+            match r {
+                Err(SourceError::TooLarge(m)) if too_large => assert!(m.contains(name), "{m}"),
+                Err(SourceError::BadFrame(m)) if !too_large => assert!(m.contains(name), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(got[5].as_ref().unwrap().image.width(), 12);
+    }
+
+    #[test]
+    fn png_of_every_colour_type_and_depth_decodes_within_limits() {
+        use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (5u32, 3u32);
+        let images = [
+            DynamicImage::ImageLumaA8(ImageBuffer::<LumaA<u8>, _>::from_fn(w, h, |x, _| {
+                LumaA([x as u8 * 10, 99])
+            })),
+            DynamicImage::ImageRgb16(ImageBuffer::<Rgb<u16>, _>::from_fn(w, h, |x, _| {
+                Rgb([x as u16 * 2570, 0, 65535])
+            })),
+            DynamicImage::ImageRgba16(ImageBuffer::<Rgba<u16>, _>::from_fn(w, h, |x, _| {
+                Rgba([x as u16 * 2570, 0, 65535, 1])
+            })),
+            DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_fn(w, h, |x, _| {
+                Luma([x as u16 * 2570])
+            })),
+        ];
+        for (i, img) in images.iter().enumerate() {
+            img.save_with_format(dir.path().join(format!("{i}.png")), image::ImageFormat::Png)
+                .unwrap();
+        }
+        let mut src = ImagesSource::open(&cfg(dir.path(), ""), &Limits::default()).unwrap();
+        let got: Vec<Image> = all(&mut src, 10)
+            .into_iter()
+            .map(|r| r.unwrap().image)
+            .collect();
+        let raw = |i: usize| match &got[i] {
+            Image::Raw(r) => r.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(raw(0).format, PixelFormat::Gray8);
+        assert_eq!(&raw(0).data[..3], &[0, 10, 20]);
+        assert_eq!(raw(1).format, PixelFormat::Rgb8);
+        assert_eq!(&raw(1).data[3..6], &[10, 0, 255]);
+        assert_eq!(raw(2).format, PixelFormat::Rgb8);
+        assert_eq!(&raw(2).data[6..9], &[20, 0, 255]);
+        assert_eq!((raw(3).format, raw(3).data[4]), (PixelFormat::Gray8, 40));
+    }
+
+    #[test]
     fn bytes_after_jpeg_eoi_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.jpg");
@@ -315,7 +478,7 @@ mod tests {
         let mut with_trailer = clean.clone();
         with_trailer.extend_from_slice(b"trailing vendor data \xFF\xD9");
         std::fs::write(&path, &with_trailer).unwrap();
-        let mut src = ImagesSource::open(&cfg(dir.path(), "")).unwrap();
+        let mut src = ImagesSource::open(&cfg(dir.path(), ""), &Limits::default()).unwrap();
         let Some(Captured {
             image: Image::Jpeg(j),
             ..
@@ -330,7 +493,7 @@ mod tests {
     fn empty_or_missing_directory_is_an_open_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("readme.txt"), "x").unwrap();
-        match ImagesSource::open(&cfg(dir.path(), "")) {
+        match ImagesSource::open(&cfg(dir.path(), ""), &Limits::default()) {
             Err(SourceError::Open { what, message }) => {
                 assert!(what.contains(&*dir.path().to_string_lossy()));
                 assert!(message.contains("no .jpg"), "{message}");
@@ -339,7 +502,7 @@ mod tests {
         }
         let missing = dir.path().join("nope");
         assert!(matches!(
-            ImagesSource::open(&cfg(&missing, "")),
+            ImagesSource::open(&cfg(&missing, ""), &Limits::default()),
             Err(SourceError::Open { what, .. }) if what.ends_with("nope")
         ));
     }
@@ -352,7 +515,7 @@ mod tests {
             dir.path().display()
         ))
         .unwrap();
-        let mut src = ImagesSource::open(&c).unwrap();
+        let mut src = ImagesSource::open(&c, &Limits::default()).unwrap();
         let t = std::time::Instant::now();
         assert_eq!(all(&mut src, 5).len(), 5);
         let dt = t.elapsed();

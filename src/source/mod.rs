@@ -3,6 +3,7 @@
 
 use crate::config::{SourceConfig, SourceKind};
 use crate::frame::Captured;
+use crate::limits::Limits;
 
 pub mod camera;
 pub mod images;
@@ -33,9 +34,23 @@ pub enum SourceError {
     /// Reading failed after the source was open (device unplugged, pipe error).
     #[error("read error: {0}")]
     Read(#[from] std::io::Error),
-    /// One frame could not be decoded (corrupt file). The pipeline counts it and goes on.
+    /// One frame could not be decoded (corrupt file). The pipeline counts it (`bad_frame`)
+    /// and goes on.
     #[error("bad frame: {0}")]
     BadFrame(String),
+    /// One frame is over `[limits]` (bytes, pixels or side): refused before its pixels were
+    /// allocated. The pipeline counts it (`frame_too_large`) and goes on.
+    #[error("frame too large: {0}")]
+    TooLarge(String),
+    /// The stream holds no frame start (`FF D8 FF`) in `bytes` bytes: it is not MJPEG (a
+    /// device like `/dev/zero`, the wrong program). The source gives up instead of spinning.
+    #[error("no JPEG frame start in {bytes} bytes: {what} is not an MJPEG stream")]
+    NotMjpeg {
+        /// The file or command.
+        what: String,
+        /// Bytes read without a frame start.
+        bytes: u64,
+    },
     /// The camera driver reported an error.
     #[error("camera error: {0}")]
     Camera(String),
@@ -44,8 +59,27 @@ pub enum SourceError {
 impl SourceError {
     /// `true` when only the current frame is bad and the next call may succeed.
     pub fn is_frame_error(&self) -> bool {
-        matches!(self, SourceError::BadFrame(_))
+        matches!(self, SourceError::BadFrame(_) | SourceError::TooLarge(_))
     }
+
+    /// A frame refused at the door by [`crate::inspect`], as a frame error naming `what`
+    /// (the file, or the stream and frame number).
+    pub fn refused(what: impl std::fmt::Display, refusal: crate::inspect::Refusal) -> Self {
+        match refusal {
+            crate::inspect::Refusal::TooLarge(e) => SourceError::TooLarge(format!("{what}: {e}")),
+            r => SourceError::BadFrame(format!("{what}: {r}")),
+        }
+    }
+}
+
+/// Input a source skipped outside frames, since the last [`Source::take_skipped`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Bytes between frames of a stream that belong to no frame (garbage, padding).
+    pub bytes: u64,
+    /// Directory entries with an image's name that are not regular files (devices, FIFOs,
+    /// sockets, dangling links, directories).
+    pub files: u64,
 }
 
 /// A blocking stream of frames.
@@ -69,17 +103,23 @@ pub trait Source: Send {
         let _ = fps;
         false
     }
+
+    /// What was skipped outside frames since the last call (counted by the pipeline as
+    /// `edgecam_skipped_bytes` and `skipped_files`). Sources that skip nothing return zeros.
+    fn take_skipped(&mut self) -> Skipped {
+        Skipped::default()
+    }
 }
 
-/// Opens the source described by `cfg`.
+/// Opens the source described by `cfg`; every frame it yields is within `limits`.
 ///
 /// Errors: [`SourceError::Open`] for a missing file/directory or a command that cannot be
 /// spawned, [`SourceError::NoSuchDevice`] for a missing camera.
-pub fn open(cfg: &SourceConfig) -> Result<Box<dyn Source>, SourceError> {
+pub fn open(cfg: &SourceConfig, limits: &Limits) -> Result<Box<dyn Source>, SourceError> {
     Ok(match cfg.kind {
-        SourceKind::Camera => Box::new(camera::CameraSource::open(cfg)?),
-        SourceKind::Mjpeg => Box::new(mjpeg::MjpegSource::open(cfg)?),
-        SourceKind::Images => Box::new(images::ImagesSource::open(cfg)?),
+        SourceKind::Camera => Box::new(camera::CameraSource::open(cfg, limits)?),
+        SourceKind::Mjpeg => Box::new(mjpeg::MjpegSource::open(cfg, limits)?),
+        SourceKind::Images => Box::new(images::ImagesSource::open(cfg, limits)?),
         SourceKind::Synthetic => Box::new(synthetic::SyntheticSource::new(cfg)),
     })
 }
