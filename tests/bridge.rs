@@ -946,10 +946,12 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
     assert!(s.publish(edgecam_topic, img, Some(p)).await);
     // Over budget: 120 kB with a 100 kB budget (within the bridge's packet limit, budget +
     // 64 KiB: anything larger the broker drops itself).
-    let mut big = jpeg(32, 24, 9).to_vec();
-    big.resize(120_000, 0);
+    // A valid JPEG made large by two comment segments (padding after the EOI would be cut).
+    let first = with_comment(&jpeg(32, 24, 9), &"a".repeat(60_000));
+    let big = with_comment(&first, &"b".repeat(120_000 - first.len() - 4));
+    assert_eq!(big.len(), 120_000);
     let h = edgecam_headers("cam-a", 99, &big);
-    assert!(s.publish(edgecam_topic, big.into(), Some(props(&h))).await);
+    assert!(s.publish(edgecam_topic, big, Some(props(&h))).await);
     // Empty payload.
     assert!(s.publish(raw_topic, Bytes::new(), None).await);
     // Not an image on a raw input.
@@ -970,6 +972,24 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
     let img = jpeg(8, 8, 4);
     let h = edgecam_headers("cam-b", 0, &img);
     assert!(s.publish(edgecam_topic, img, Some(props(&h))).await);
+    // Hostile images on a raw input: a JPEG whose SOF claims 65000x65000, a 74-byte PNG
+    // claiming 2^31-1 x 2^31-1 (CRC fixed), a JPEG cut in half.
+    let mut forged = jpeg(16, 16, 6).to_vec();
+    let sof = (2..forged.len() - 1)
+        .find(|&i| forged[i] == 0xFF && forged[i + 1] == 0xC0)
+        .unwrap();
+    forged[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+    assert!(s.publish(raw_topic, forged.into(), None).await);
+    let mut bomb = png(1, 1, 0).to_vec();
+    bomb[16..24].copy_from_slice(&[0x7F, 0xFF, 0xFF, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF]);
+    let crc = crc32fast::hash(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    assert!(s.publish(raw_topic, bomb.into(), None).await);
+    let whole = jpeg(64, 48, 7);
+    assert!(
+        s.publish(raw_topic, whole.slice(..whole.len() / 2), None)
+            .await
+    );
     // Invalid UTF-8 in a user property: the broker itself refuses it (and drops the
     // publisher), so it never reaches the bridge.
     let port = broker.port();
@@ -995,8 +1015,8 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
         Duration::from_secs(30),
         || {
             m.forwarded.load(Relaxed) == 3
-                && m.dead_lettered.load(Relaxed) == 7
-                && m.acked.load(Relaxed) == 10
+                && m.dead_lettered.load(Relaxed) == 10
+                && m.acked.load(Relaxed) == 13
         },
     )
     .await;
@@ -1007,6 +1027,8 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
         (RejectReason::MissingProperties, 1),
         (RejectReason::TopicMismatch, 2),
         (RejectReason::InvalidProperties, 1),
+        (RejectReason::FrameTooLarge, 2),
+        (RejectReason::BadFrame, 1),
     ]
     .into_iter()
     .collect();
@@ -1027,7 +1049,7 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
         [("cam-a", "0"), ("esp-a", "0"), ("cam-a", "1")]
             .map(|(a, b)| (a.to_string(), b.to_string()))
     );
-    let letters = read_all(&bootstrap, &dead, 1, 7).await;
+    let letters = read_all(&bootstrap, &dead, 1, 10).await;
     let reasons: Vec<(&str, &str)> = letters
         .iter()
         .map(|r| (r.h("edgecam.reason"), r.h("edgecam.mqtt_topic")))
@@ -1042,6 +1064,9 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
             ("topic_mismatch", "cameras//jpeg"),
             ("topic_mismatch", "cameras/bad device!/jpeg"),
             ("invalid_properties", edgecam_topic),
+            ("frame_too_large", raw_topic),
+            ("frame_too_large", raw_topic),
+            ("bad_frame", raw_topic),
         ]
     );
     // The over-budget payload does not fit a dead letter either: left out, size recorded.
@@ -1060,7 +1085,7 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
 
     let report = bridge.stop().await;
     assert_eq!(report.undelivered, 0);
-    assert_eq!(report.acked, 10);
+    assert_eq!(report.acked, 13);
 
     // Acknowledged means gone from the broker: a new bridge on the same session gets only
     // what is published now.

@@ -99,15 +99,18 @@ fn load(path: &Path, kind: Kind, limits: &Limits) -> Result<Image, LoadError> {
     limits
         .check_bytes(data.len() as u64)
         .map_err(|e| LoadError::Refused(e.into()))?;
+    image_from_bytes(data, kind, limits).map_err(LoadError::Refused)
+}
+
+/// A file's bytes as the frame it holds: see [`load`].
+fn image_from_bytes(data: Vec<u8>, kind: Kind, limits: &Limits) -> Result<Image, Refusal> {
     match kind {
-        Kind::Jpeg => JpegImage::checked(Bytes::from(data), limits)
-            .map(Image::Jpeg)
-            .map_err(LoadError::Refused),
+        Kind::Jpeg => JpegImage::checked(Bytes::from(data), limits).map(Image::Jpeg),
         Kind::Png => {
-            crate::inspect::png(&data, limits).map_err(LoadError::Refused)?;
+            crate::inspect::png(&data, limits)?;
             crate::encode::codec::decode_png(&data, limits)
                 .map(Image::Raw)
-                .map_err(|e| LoadError::Refused(Refusal::Broken(e.to_string())))
+                .map_err(|e| Refusal::Broken(e.to_string()))
         }
     }
 }
@@ -237,6 +240,7 @@ impl Source for ImagesSource {
 mod tests {
     use super::*;
     use crate::frame::PixelFormat;
+    use proptest::prelude::*;
 
     fn cfg(dir: &Path, extra: &str) -> SourceConfig {
         toml::from_str(&format!(
@@ -467,6 +471,95 @@ mod tests {
         assert_eq!(raw(2).format, PixelFormat::Rgb8);
         assert_eq!(&raw(2).data[6..9], &[20, 0, 255]);
         assert_eq!((raw(3).format, raw(3).data[4]), (PixelFormat::Gray8, 40));
+    }
+
+    /// Real frames with random damage: bit flips, bytes overwritten, cuts, forged sizes.
+    fn damaged_frame() -> impl Strategy<Value = (Kind, Vec<u8>)> {
+        let frames = crate::source::mjpeg::tests::fixture_frames();
+        let n = frames.len();
+        (
+            0..n + 1,
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            prop::option::of(any::<prop::sample::Index>()),
+            prop::option::of((any::<u16>(), any::<u16>())),
+        )
+            .prop_map(move |(i, writes, cut, sof)| {
+                let (kind, mut data) = if i < n {
+                    (Kind::Jpeg, frames[i].to_vec())
+                } else {
+                    let img = crate::frame::RawImage::new(
+                        9,
+                        7,
+                        PixelFormat::Rgb8,
+                        (0..9 * 7 * 3).map(|v| v as u8).collect(),
+                    )
+                    .unwrap();
+                    (Kind::Png, crate::encode::codec::encode_png(&img).unwrap())
+                };
+                if let (Some((w, h)), Kind::Jpeg) = (sof, kind) {
+                    if let Some(p) =
+                        (2..data.len() - 1).find(|&p| data[p] == 0xFF && data[p + 1] == 0xC0)
+                    {
+                        data[p + 5..p + 7].copy_from_slice(&h.to_be_bytes());
+                        data[p + 7..p + 9].copy_from_slice(&w.to_be_bytes());
+                    }
+                }
+                for (at, v) in writes {
+                    let at = at.index(data.len());
+                    data[at] = v;
+                }
+                if let Some(c) = cut {
+                    data.truncate(c.index(data.len() + 1));
+                }
+                (kind, data)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        /// Whatever the bytes of a file, the frame is either refused with a counted reason
+        /// at the source, or the encoder publishes a whole, decodable image within the
+        /// budget, or drops it with a counted reason; nothing panics.
+        #[test]
+        fn any_file_is_published_decodable_within_budget_or_dropped_with_a_reason(
+            (kind, data) in prop_oneof![
+                3 => damaged_frame(),
+                1 => prop::collection::vec(any::<u8>(), 0..2000).prop_map(|d| (Kind::Jpeg, d)),
+            ],
+            budget in prop::sample::select(vec![8_000u32, 30_000, 1_000_000]),
+        ) {
+            let limits = Limits { max_pixels: 2_000_000, ..Limits::default() };
+            let image = match image_from_bytes(data, kind, &limits) {
+                Ok(image) => image,
+                Err(r) => {
+                    prop_assert!(["bad_frame", "frame_too_large"].contains(&r.reason()));
+                    return Ok(());
+                }
+            };
+            let cfg = crate::config::EncodeConfig {
+                max_message_bytes: crate::config::types::Budget::new(budget).unwrap(),
+                ..Default::default()
+            };
+            let mut enc = crate::encode::Encoder::with_limits("cam", cfg, Default::default(), limits).unwrap();
+            match enc.encode(&image) {
+                Ok(e) => {
+                    prop_assert!(e.payload.len() <= enc.value_budget());
+                    let i = crate::inspect::jpeg(&e.payload, &limits);
+                    prop_assert!(i.is_ok(), "published frame fails the check: {:?}", i);
+                    let i = i.unwrap();
+                    prop_assert_eq!((i.width, i.height), (e.width, e.height));
+                    if !e.passthrough {
+                        // Re-encoded by edgecam: it decodes.
+                        let mut j = crate::encode::codec::Jpeg::new().unwrap();
+                        prop_assert!(j.decode(&e.payload, PixelFormat::Rgb8, 1, 1).is_ok());
+                    }
+                }
+                Err(e) => prop_assert!(
+                    ["budget_unreachable", "decode_error", "frame_too_large"].contains(&e.reason()),
+                    "{}", e
+                ),
+            }
+        }
     }
 
     #[test]

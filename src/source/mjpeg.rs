@@ -472,7 +472,7 @@ impl Drop for MjpegSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::path::Path;
@@ -489,7 +489,7 @@ mod tests {
 
     /// The fixture's frames cut independently: at each `FF D8 FF` (ffmpeg writes them back
     /// to back, and this file has no other SOI).
-    fn fixture_frames() -> Vec<&'static [u8]> {
+    pub(crate) fn fixture_frames() -> Vec<&'static [u8]> {
         let d = fixture();
         let starts: Vec<usize> = memchr::memmem::find_iter(d, &[0xFF, 0xD8, 0xFF]).collect();
         assert_eq!(starts.len(), 10);
