@@ -56,8 +56,11 @@ fn noise(n: usize, mut x: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A named hostile input and the reason the agent must count it under.
+type Hostile = (&'static str, Vec<u8>, &'static str);
+
 /// The hostile frames, each with the reason the agent must count it under.
-fn hostile_frames() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+fn hostile_frames() -> Vec<Hostile> {
     let good = fixture_frames()[3].to_vec();
     let cut = |pct: usize| good[..good.len() * pct / 100].to_vec();
     vec![
@@ -189,7 +192,7 @@ impl Agent {
     }
 }
 
-fn count(frames: &[(&str, Vec<u8>, &str)], reason: &str) -> u64 {
+fn count(frames: &[Hostile], reason: &str) -> u64 {
     frames.iter().filter(|f| f.2 == reason).count() as u64
 }
 
@@ -253,7 +256,7 @@ fn images_directory_of_hostile_files() {
 }
 
 /// The good frames, the hostile ones and random garbage between them, back to back.
-fn hostile_stream() -> (Vec<u8>, Vec<(&'static str, Vec<u8>, &'static str)>) {
+fn hostile_stream() -> (Vec<u8>, Vec<Hostile>) {
     let good = fixture_frames();
     let hostile = hostile_frames();
     let mut stream = good[0].to_vec();
