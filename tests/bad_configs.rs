@@ -296,6 +296,43 @@ fn bad_rows(dir: &Path) -> Vec<Bad> {
             doc("kind = \"synthetic\"\nheight = 16385", KAFKA, ""),
             &["source.height: must be at most 16384 (got 16385)"],
         ),
+        // Limits.
+        bad(
+            "limits unknown key",
+            min_with("[limits]\nmax_pixel = 5"),
+            &["limits.max_pixel: unknown key", "max_pixels"],
+        ),
+        bad(
+            "limits max_pixels 0",
+            min_with("[limits]\nmax_pixels = 0"),
+            &["limits.max_pixels: must be at least 1 (got 0)"],
+        ),
+        bad(
+            "limits max_side_px over JPEG's maximum",
+            min_with("[limits]\nmax_side_px = 65536"),
+            &["limits.max_side_px: must be at most 65535 (got 65536)"],
+        ),
+        bad(
+            "limits max_frame_bytes as text",
+            min_with("[limits]\nmax_frame_bytes = \"64M\""),
+            &["limits.max_frame_bytes", "integer"],
+        ),
+        bad_env(
+            "limits max_frame_bytes too small from the environment",
+            min_with(""),
+            &[("EDGECAM_LIMITS__MAX_FRAME_BYTES", "100")],
+            &["EDGECAM_LIMITS__MAX_FRAME_BYTES", "must be at least 1024 (got 100)"],
+        ),
+        bad(
+            "synthetic frames over the limits",
+            min_with("[limits]\nmax_pixels = 1000").replace(SYNTHETIC, "kind = \"synthetic\"\nwidth = 640\nheight = 480"),
+            &["source.width", "640x480", "max_pixels"],
+        ),
+        bad(
+            "mjpeg path is a character device",
+            doc("kind = \"mjpeg\"\npath = \"/dev/zero\"", KAFKA, ""),
+            &["source.path", "/dev/zero", "not a regular file", "source.command"],
+        ),
         // Transform.
         bad(
             "rotate 45",
