@@ -6,8 +6,8 @@
 //! stream. Everything after the header is the MJPEG stream.
 //!
 //! Invariants checked, all promised by the splitter's docs:
-//! - every frame starts with `FF D8`, ends with `FF D9`, and `complete_jpeg_len` agrees that
-//!   it is exactly one whole JPEG;
+//! - every frame starts with `FF D8`, ends with `FF D9`, and `edgecam::jpeg::complete_len`
+//!   agrees that it is exactly one whole JPEG;
 //! - with the default cap (64 MiB, never reached here), feeding the stream in one push or in
 //!   many chunks gives the same frames and errors in the same order, the same skipped-byte
 //!   count and the same leftover (chunking independence);
@@ -17,9 +17,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use edgecam::source::mjpeg::{
-    complete_jpeg_len, MjpegSplitter, SplitError, DEFAULT_MAX_FRAME_BYTES,
-};
+use edgecam::jpeg::complete_len;
+use edgecam::source::mjpeg::{MjpegSplitter, SplitError, DEFAULT_MAX_FRAME_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 /// What one run of the splitter over a whole stream produced.
@@ -58,7 +57,7 @@ fn split(stream: &[u8], sizes: &[usize], cap: usize) -> Outcome {
                 assert!(frame.starts_with(&[0xFF, 0xD8]), "frame without SOI");
                 assert!(frame.ends_with(&[0xFF, 0xD9]), "frame without EOI");
                 assert_eq!(
-                    complete_jpeg_len(frame),
+                    complete_len(frame),
                     Some(frame.len()),
                     "frame is not exactly one whole JPEG"
                 );
