@@ -876,7 +876,8 @@ fn passthrough_row(
                     f += 1;
                     continue;
                 };
-                let Ok(jpeg) = JpegImage::parse(data) else {
+                // As the MJPEG source does: the structural check and [limits] at the door.
+                let Ok(jpeg) = JpegImage::checked(data, &crate::limits::Limits::default()) else {
                     f += 1;
                     continue;
                 };
