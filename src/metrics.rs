@@ -91,6 +91,9 @@ pub struct Metrics {
     pub max_record_bytes: AtomicU64,
     /// Deliveries that failed and were sent again.
     pub delivery_retries: AtomicU64,
+    /// Kafka producers replaced after a fatal error (librdkafka's idempotent producer never
+    /// delivers again once fatal); what they had not delivered was sent again.
+    pub producer_restarts: AtomicU64,
     /// Capture-to-delivery latency, summed over delivered frames, microseconds.
     pub latency_us_sum: AtomicU64,
     /// Largest capture-to-delivery latency, microseconds.

@@ -338,3 +338,116 @@ async fn consume_writes_lossless_frames_as_png_and_jpeg_as_is() {
         }
     }
 }
+
+/// One `OUT_OF_ORDER_SEQUENCE_NUMBER` on Produce puts librdkafka's idempotent producer in its
+/// fatal state, where it accepts and delivers nothing more. The sink recreates the producer
+/// and sends again every record that was not acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn fatal_producer_error_recreates_the_producer_and_loses_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("fatal");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let n = 60;
+    let mut cfg = config(
+        &bootstrap,
+        &topic,
+        "[encode]\nmax_message_bytes = 20000\n",
+        n,
+    );
+    cfg.source.fps = 30.0;
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        CancellationToken::new(),
+        metrics.clone(),
+    ));
+    let m = metrics.clone();
+    tokio::time::timeout(Duration::from_secs(20), async move {
+        while m.delivered.load(Relaxed) < 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("frames flow before the fault");
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the agent is not wedged")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+    assert!(
+        metrics.producer_restarts.load(Relaxed) >= 1,
+        "the fault was injected and handled"
+    );
+    let recs = read_topic(
+        &bootstrap,
+        &topic,
+        1,
+        n as usize + 50,
+        Duration::from_secs(10),
+    );
+    let seqs: HashSet<u64> = recs
+        .iter()
+        .map(|r| r.h("edgecam.seq").parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..n).collect::<HashSet<_>>());
+}
+
+/// A producer that keeps failing fatally (every new one hits the fault again) must not hold
+/// the agent past its shutdown grace period: what is left is counted, and `run` returns.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_a_persistent_fatal_fault_ends_within_the_grace_period() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("fatal-stop");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut cfg = config(
+        &bootstrap,
+        &topic,
+        "[encode]\nmax_message_bytes = 20000\n",
+        0,
+    );
+    cfg.source.fps = 30.0;
+    cfg.pipeline.shutdown_grace_ms = edgecam::config::types::GraceMs::new(2000).unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 10_000],
+    );
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(edgecam::pipeline::run(cfg, stop.clone(), metrics.clone()));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert!(metrics.producer_restarts.load(Relaxed) >= 1);
+    let t = std::time::Instant::now();
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "grace 2 s, returned after {took:?}"
+    );
+    let accepted = metrics.accepted.load(Relaxed);
+    assert!(accepted > 0);
+    // The fault never cleared, so frames were left; each is counted, none twice.
+    assert!(report.sink.undelivered > 0, "{report:?}");
+    assert_eq!(
+        metrics
+            .dropped()
+            .get(&DropReason::UndeliveredAtShutdown)
+            .copied(),
+        Some(report.sink.undelivered)
+    );
+    assert!(metrics.delivered.load(Relaxed) + report.sink.undelivered <= accepted);
+}

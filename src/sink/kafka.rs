@@ -22,10 +22,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Destination, Outgoing};
 use crate::config::KafkaConfig;
 use crate::metrics::{DropReason, Metrics};
+use crate::throttle::Throttle;
 
 /// A Kafka failure that stops the sink from starting.
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +115,15 @@ fn is_permanent(e: &KafkaError) -> bool {
 /// The producer side of the pipeline.
 pub struct KafkaSink {
     producer: FutureProducer,
+    /// What `producer` was created from: a producer in librdkafka's fatal state is replaced
+    /// by a new one from the same configuration.
+    client_config: ClientConfig,
     topic: String,
     error_topic: Option<String>,
     max_in_flight: usize,
     metrics: Arc<Metrics>,
+    /// Rate limit of the "produce failed" warning (a broken producer repeats it).
+    warnings: Throttle,
 }
 
 /// What happened to the records a sink was given.
@@ -131,6 +138,53 @@ pub struct SinkReport {
 type InFlight =
     std::pin::Pin<Box<dyn std::future::Future<Output = (Outgoing, Result<(), KafkaError>)> + Send>>;
 
+/// When the sink stops waiting: never until shutdown is requested, then `grace` after the
+/// sink first notices it. Every wait in the sink (delivery reports, a full local queue, a
+/// resend back-off) ends there, so SIGTERM is honoured within the grace period whatever
+/// state the producer is in.
+struct Deadline {
+    shutdown: CancellationToken,
+    grace: Duration,
+    at: Option<Instant>,
+}
+
+impl Deadline {
+    /// The give-up instant, once shutdown has been requested.
+    fn at(&mut self) -> Option<Instant> {
+        if self.at.is_none() && self.shutdown.is_cancelled() {
+            self.at = Some(Instant::now() + self.grace);
+        }
+        self.at
+    }
+
+    /// `true` once the grace period is over.
+    fn passed(&mut self) -> bool {
+        self.at().is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Sleeps for `d`, or less when the deadline comes first (or shutdown sets it).
+    async fn sleep(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        match self.at() {
+            Some(t) => tokio::time::sleep_until(until.min(t)).await,
+            None => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = self.shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Resolves when shutdown is requested (first call) or when the grace period ends.
+    async fn reached(&mut self) {
+        match self.at() {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => self.shutdown.cancelled().await,
+        }
+    }
+}
+
 impl KafkaSink {
     /// Creates the producer (librdkafka connects in the background; nothing blocks here).
     ///
@@ -140,16 +194,16 @@ impl KafkaSink {
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaSinkError> {
-        let producer: FutureProducer = cfg
-            .producer_config(max_message_bytes)
-            .create()
-            .map_err(KafkaSinkError::Config)?;
+        let client_config = cfg.producer_config(max_message_bytes);
+        let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Config)?;
         Ok(KafkaSink {
             producer,
+            client_config,
             topic: cfg.topic.to_string(),
             error_topic: cfg.error_topic.as_ref().map(|t| t.to_string()),
             max_in_flight: cfg.max_in_flight.get(),
             metrics,
+            warnings: Throttle::frames(),
         })
     }
 
@@ -165,10 +219,51 @@ impl KafkaSink {
         }
     }
 
+    /// When the producer is in librdkafka's fatal state (the idempotent producer after, for
+    /// example, `OUT_OF_ORDER_SEQUENCE_NUMBER`: it will never deliver again), replaces it
+    /// with a new one and returns `true`. The old producer is dropped on a blocking thread:
+    /// its drop purges what it still held, whose delivery reports then fail and are sent
+    /// again through the new producer. A new producer has a new producer id, so records
+    /// resent this way may be duplicated downstream (`edgecam.frame_id` tells).
+    fn recover_if_fatal(&mut self) -> bool {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return false;
+        };
+        let fresh: FutureProducer = match self.client_config.create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot recreate the Kafka producer");
+                return false;
+            }
+        };
+        tracing::error!(
+            error = %code,
+            reason,
+            "the Kafka producer failed fatally; recreated it, sending again what was not acknowledged"
+        );
+        self.metrics
+            .set_last_error(format!("Kafka producer fatal error: {code}: {reason}"));
+        self.metrics.producer_restarts.fetch_add(1, Relaxed);
+        let old = std::mem::replace(&mut self.producer, fresh);
+        tokio::task::spawn_blocking(move || drop(old));
+        true
+    }
+
     /// Hands one record to librdkafka, waiting (backpressure) while its local queue is full.
-    async fn send(&self, out: Outgoing) -> Option<InFlight> {
-        let topic = self.topic_for(out.destination)?.to_string();
+    /// `Ok(None)`: the record was dropped as one Kafka can never take (counted). `Err`: the
+    /// shutdown deadline passed first; the record is handed back, undelivered.
+    async fn send(
+        &mut self,
+        out: Outgoing,
+        deadline: &mut Deadline,
+    ) -> Result<Option<InFlight>, Outgoing> {
+        let Some(topic) = self.topic_for(out.destination).map(str::to_string) else {
+            return Ok(None);
+        };
         loop {
+            if deadline.passed() {
+                return Err(out);
+            }
             let mut headers = OwnedHeaders::new_with_capacity(out.record.headers.len());
             for (k, v) in &out.record.headers {
                 headers = headers.insert(Header {
@@ -180,31 +275,36 @@ impl KafkaSink {
                 .key(out.record.key.as_bytes())
                 .payload(out.record.value.as_ref())
                 .headers(headers);
-            match self.producer.send_result(rec) {
+            let error = match self.producer.send_result(rec) {
                 Ok(fut) => {
-                    return Some(Box::pin(async move {
+                    return Ok(Some(Box::pin(async move {
                         let r = match fut.await {
                             Ok(Ok(_delivery)) => Ok(()),
                             Ok(Err((e, _msg))) => Err(e),
                             Err(_canceled) => Err(KafkaError::Canceled),
                         };
                         (out, r)
-                    }))
+                    })))
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    // Enqueue itself failed (e.g. record too large for the client).
-                    if is_permanent(&e) {
-                        tracing::error!(error = %e, "record rejected by the producer; dropped");
-                        self.metrics.drop_frame(DropReason::DeliveryRejected);
-                        return None;
-                    }
-                    tracing::warn!(error = %e, "produce failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                Err((e, _)) => e,
+            };
+            if let KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) = error {
+                deadline.sleep(Duration::from_millis(5)).await;
+                continue;
             }
+            if self.recover_if_fatal() {
+                continue;
+            }
+            // Enqueue itself failed (e.g. record too large for the client).
+            if is_permanent(&error) {
+                tracing::error!(error = %error, "record rejected by the producer; dropped");
+                self.metrics.drop_frame(DropReason::DeliveryRejected);
+                return Ok(None);
+            }
+            if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
+                tracing::warn!(error = %error, suppressed, "produce failed; retrying");
+            }
+            deadline.sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -219,71 +319,85 @@ impl KafkaSink {
     }
 
     /// Publishes everything received on `rx` until it closes, then waits for the delivery
-    /// reports of what is in flight. `deadline`, once it resolves (shutdown was requested),
-    /// bounds that wait by `grace`: records still undelivered then are counted and the
-    /// function returns.
+    /// reports of what is in flight. Once `shutdown` is cancelled, every wait is bounded by
+    /// `grace`: records still undelivered then are counted and the function returns.
     pub async fn run(
-        self,
+        mut self,
         mut rx: mpsc::Receiver<Outgoing>,
-        shutdown: tokio_util::sync::CancellationToken,
+        shutdown: CancellationToken,
         grace: Duration,
     ) -> SinkReport {
         let mut report = SinkReport::default();
         let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         let mut input_open = true;
-        let mut give_up_at: Option<Instant> = None;
+        let mut deadline = Deadline {
+            shutdown,
+            grace,
+            at: None,
+        };
+        // Records handed back by `send` at the deadline.
+        let mut gave_up = 0usize;
         loop {
-            if give_up_at.is_none() && shutdown.is_cancelled() {
-                give_up_at = Some(Instant::now() + grace);
-            }
             if !input_open && in_flight.is_empty() {
                 break;
             }
+            if deadline.passed() {
+                break;
+            }
             let can_take = input_open && in_flight.len() < self.max_in_flight;
-            let deadline = async {
-                match give_up_at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => shutdown.cancelled().await,
-                }
-            };
-            tokio::select! {
+            // What the select! below decided, acted on after it (the sink is borrowed there).
+            enum Next {
+                Report(Outgoing, Result<(), KafkaError>),
+                Input(Option<Outgoing>),
+                Deadline,
+            }
+            let next = tokio::select! {
                 biased;
-                Some((out, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    match result {
-                        Ok(()) => self.on_delivered(&out, &mut report),
-                        Err(e) if is_permanent(&e) => {
-                            tracing::error!(error = %e, seq = out.record.header(crate::record::header::SEQ), "Kafka rejected the record; dropped");
-                            self.metrics.drop_frame(DropReason::DeliveryRejected);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, seq = out.record.header(crate::record::header::SEQ), "delivery failed; sending again");
-                            self.metrics.set_last_error(format!("delivery failed: {e}"));
-                            self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                            if let Some(f) = self.send(out).await {
-                                in_flight.push(f);
-                            }
-                        }
-                    }
+                Some((out, result)) = in_flight.next(), if !in_flight.is_empty() => Next::Report(out, result),
+                msg = rx.recv(), if can_take => Next::Input(msg),
+                _ = deadline.reached() => Next::Deadline,
+            };
+            let to_send = match next {
+                Next::Report(out, Ok(())) => {
+                    self.on_delivered(&out, &mut report);
+                    None
                 }
-                msg = rx.recv(), if can_take => {
-                    match msg {
-                        Some(out) => {
-                            if let Some(f) = self.send(out).await {
-                                in_flight.push(f);
-                            }
-                        }
-                        None => input_open = false,
-                    }
+                Next::Report(out, Err(e)) if is_permanent(&e) => {
+                    tracing::error!(error = %e, seq = out.record.header(crate::record::header::SEQ), "Kafka rejected the record; dropped");
+                    self.metrics.drop_frame(DropReason::DeliveryRejected);
+                    None
                 }
-                _ = deadline => {
-                    if give_up_at.is_some_and(|t| Instant::now() >= t) {
-                        break;
+                Next::Report(out, Err(e)) => {
+                    self.recover_if_fatal();
+                    if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, seq = out.record.header(crate::record::header::SEQ), suppressed, "delivery failed; sending again");
                     }
+                    self.metrics.set_last_error(format!("delivery failed: {e}"));
+                    self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                    Some(out)
+                }
+                Next::Input(Some(out)) => Some(out),
+                Next::Input(None) => {
+                    input_open = false;
+                    None
+                }
+                Next::Deadline => None,
+            };
+            if let Some(out) = to_send {
+                match self.send(out, &mut deadline).await {
+                    Ok(Some(f)) => in_flight.push(f),
+                    Ok(None) => {}
+                    Err(_undelivered) => gave_up += 1,
                 }
             }
         }
         // Grace period over (or everything delivered): count what is left.
-        let left = super::count_undelivered(in_flight.len(), &mut rx, input_open, &self.metrics);
+        let left = super::count_undelivered(
+            in_flight.len() + gave_up,
+            &mut rx,
+            input_open,
+            &self.metrics,
+        );
         report.undelivered = left;
         let _ = self.producer.flush(Duration::from_millis(100));
         report
