@@ -329,3 +329,47 @@ fn check_config_refuses_a_device_or_fifo_as_the_mjpeg_file() {
         }
     }
 }
+
+/// The unit's `MemoryMax=384M`, bytes.
+const MEMORY_MAX_BYTES: u64 = 384 << 20;
+
+/// A frame at the default pixel limit (50 MP) that must be re-encoded to fit the 1 MB
+/// budget: the agent's peak RSS stays under the service's memory limit.
+#[test]
+fn largest_frame_within_the_limits_is_re_encoded_under_memory_max() {
+    let a = Agent::new("hostile-50mp");
+    let dir = a.dir.path().join("images");
+    std::fs::create_dir(&dir).unwrap();
+    let (w, h) = (8192u32, 6100u32);
+    assert!(w as u64 * h as u64 <= edgecam::limits::DEFAULT_MAX_PIXELS);
+    let px: Vec<u8> = (0..h)
+        .flat_map(|y| {
+            (0..w).flat_map(move |x| {
+                let v = (x ^ y).wrapping_mul(2654435761) >> 24;
+                [v as u8, (x / 7) as u8, (y / 5) as u8]
+            })
+        })
+        .collect();
+    let img = edgecam::frame::RawImage::new(w, h, edgecam::frame::PixelFormat::Rgb8, px).unwrap();
+    let jpeg = edgecam::encode::codec::Jpeg::new()
+        .unwrap()
+        .encode(&img, 90)
+        .unwrap();
+    drop(img);
+    assert!(
+        jpeg.len() > 1_000_000,
+        "{} B: must need a re-encode",
+        jpeg.len()
+    );
+    std::fs::write(dir.join("big.jpg"), &jpeg).unwrap();
+    let run = a.config(
+        &format!("kind = \"images\"\npath = \"{}\"\nfps = 0", dir.display()),
+        1_000_000,
+    );
+    let (code, stderr) = run_agent(&run.config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(delivered(&stderr), 1, "{stderr}");
+    let rss = summary_number(&stderr, "memory: peak RSS ");
+    eprintln!("{w}x{h} re-encoded: peak RSS {rss} B");
+    assert!(rss < MEMORY_MAX_BYTES, "peak RSS {rss} B:\n{stderr}");
+}

@@ -365,7 +365,21 @@ impl Work<'_> {
             _ => (width, height),
         };
         let fits = |r: &RawImage| r.width >= pw && r.height >= ph;
-        if !self.decoded.as_deref().is_some_and(fits) {
+        let keep = match (self.decoded.as_deref(), self.image) {
+            (Some(d), _) if !fits(d) => false,
+            // A large JPEG decoded bigger than this rung needs: decode again, smaller, rather
+            // than hold the big decode and a resize of it at once (memory over CPU; see
+            // codec::FINE_SCALING_ABOVE_PIXELS).
+            (Some(d), Image::Jpeg(j))
+                if j.width as u64 * j.height as u64 > codec::FINE_SCALING_ABOVE_PIXELS =>
+            {
+                let (w, h) = codec::scaled_size(j.width, j.height, pw, ph);
+                (w, h) == (d.width, d.height)
+            }
+            (Some(_), _) => true,
+            (None, _) => false,
+        };
+        if !keep {
             // Free the old decode before making the new one.
             self.decoded = None;
             self.decoded = Some(match self.image {
