@@ -430,7 +430,7 @@ pub async fn run_live(
 
     let queue = Arc::new(FrameQueue::new(
         cfg.pipeline.queue_frames.get(),
-        cfg.pipeline.overflow,
+        cfg.pipeline.overflow.for_source(&cfg.source),
     ));
     let (tx, rx) = mpsc::channel(ENCODED_CHANNEL);
     let source_thread = {

@@ -61,7 +61,9 @@ impl<T> FrameQueue<T> {
                 return Push::Accepted;
             }
             match self.policy {
-                OverflowPolicy::DropOldest => {
+                // `Auto` is resolved by the caller (`OverflowPolicy::for_source`); were it not,
+                // dropping the oldest is what a live source gets.
+                OverflowPolicy::Auto | OverflowPolicy::DropOldest => {
                     let old = st.items.pop_front().expect("full queue is not empty");
                     st.items.push_back(item);
                     self.not_empty.notify_one();

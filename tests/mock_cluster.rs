@@ -451,3 +451,28 @@ async fn shutdown_during_a_persistent_fatal_fault_ends_within_the_grace_period()
     );
     assert!(metrics.delivered.load(Relaxed) + report.sink.undelivered <= accepted);
 }
+
+/// Replaying a file as fast as it reads (`fps = 0`) with the default `pipeline.overflow`
+/// (`auto`): the source waits for the encoder instead of dropping, so every frame arrives
+/// even when each needs a re-encode.
+#[tokio::test(flavor = "multi_thread")]
+async fn file_replay_with_the_default_overflow_drops_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("replay");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let n = 120;
+    let toml = format!(
+        "[device]\nid = \"front-door\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\n\
+         fps = 0\nloop = true\nmax_frames = {n}\n[encode]\nmax_message_bytes = 20000\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
+    );
+    let cfg = edgecam::config::load_str(&toml, std::iter::empty()).unwrap();
+    assert_eq!(cfg.pipeline.overflow, edgecam::config::OverflowPolicy::Auto);
+    let (metrics, report) = publish(cfg).await;
+    assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+    let recs = read_topic(&bootstrap, &topic, 1, n as usize, Duration::from_secs(10));
+    check_complete(&recs, n as usize);
+}
