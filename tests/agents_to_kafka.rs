@@ -124,7 +124,16 @@ async fn agents_through_mosquitto_and_the_bridge_keep_their_headers() {
             .collect();
         assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "{device}");
         let ids: BTreeSet<&str> = rs.iter().map(|r| r.h("edgecam.frame_id")).collect();
-        assert_eq!(ids.len(), n as usize);
+        // Agent frames carry the agent's UUIDv7s. The raw sensor's frames get the bridge's
+        // name-based id, the same for byte-identical images: the looped 10-frame fixture
+        // repeats its first images after frame 10, so ids repeat exactly as images do.
+        let images: BTreeSet<&[u8]> = rs.iter().map(|r| r.value.as_slice()).collect();
+        let distinct = if *device == "shed" {
+            images.len()
+        } else {
+            n as usize
+        };
+        assert_eq!(ids.len(), distinct, "{device}");
         for r in rs {
             assert_eq!(r.h("edgecam.device"), device);
             assert_eq!(r.h("content-type"), "image/jpeg");

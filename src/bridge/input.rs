@@ -106,6 +106,23 @@ fn refusal_reason(payload: &[u8], r: &Refusal) -> RejectReason {
     }
 }
 
+/// The namespace of [`raw_frame_id`]'s name-based UUIDs (a fixed, random UUID).
+pub(crate) const RAW_FRAME_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x4f1b_2c3e_9d5a_4e27_8c61_0b7f_3a9e_d214);
+
+/// `edgecam.frame_id` of a raw sensor frame: the UUIDv5 (RFC 9562, name-based, SHA-1) of
+/// `device`, a NUL byte and the image bytes, in [`RAW_FRAME_NAMESPACE`]. The broker
+/// redelivering a message (after the bridge was killed before its PUBACK) gives the copy the
+/// same id, so consumers can drop it; two different frames never share one. A sensor that
+/// sends byte-identical images twice gets one id for both, and they are duplicates too.
+pub(crate) fn raw_frame_id(device: &str, image: &[u8]) -> uuid::Uuid {
+    let mut name = Vec::with_capacity(device.len() + 1 + image.len());
+    name.extend_from_slice(device.as_bytes());
+    name.push(0);
+    name.extend_from_slice(image);
+    uuid::Uuid::new_v5(&RAW_FRAME_NAMESPACE, &name)
+}
+
 /// Converts one message. `topic` is the raw topic bytes (rumqttc does not check UTF-8 of
 /// topics), `max_bytes` the whole-record budget, `limits` the bounds on the image inside,
 /// `now` the receive time.
@@ -181,7 +198,7 @@ pub(crate) fn convert(
                 (header::SEQ.to_string(), seq.to_string()),
                 (
                     header::FRAME_ID.to_string(),
-                    uuid::Uuid::now_v7().to_string(),
+                    raw_frame_id(device, &payload[..s.len]).to_string(),
                 ),
                 (
                     header::CAPTURED_AT.to_string(),
@@ -504,6 +521,50 @@ mod tests {
         assert_eq!(r.headers, crate::mqtt::properties_to_headers(&p));
         assert_eq!(r.header("content-type"), Some("image/jpeg"));
         assert_eq!(r.header("edgecam.seq"), Some("7"));
+    }
+
+    #[test]
+    fn a_redelivered_raw_frame_keeps_its_frame_id() {
+        let img = jpeg(16, 9, 75);
+        let first = conv("cameras/esp-1/jpeg", None, &img, &mut RawSeqs::default()).unwrap();
+        // A new bridge (fresh sequence numbers) gets the same message from the broker again.
+        let again = conv("cameras/esp-1/jpeg", None, &img, &mut RawSeqs::default()).unwrap();
+        assert_eq!(
+            first.header("edgecam.frame_id"),
+            again.header("edgecam.frame_id")
+        );
+        let id = uuid::Uuid::parse_str(first.header("edgecam.frame_id").unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 5);
+        // Another image, or the same image from another device: another id.
+        let other = conv(
+            "cameras/esp-1/jpeg",
+            None,
+            &jpeg(16, 9, 70),
+            &mut RawSeqs::default(),
+        );
+        assert_ne!(
+            other.unwrap().header("edgecam.frame_id"),
+            first.header("edgecam.frame_id")
+        );
+        let elsewhere = conv("cameras/esp-2/jpeg", None, &img, &mut RawSeqs::default()).unwrap();
+        assert_ne!(
+            elsewhere.header("edgecam.frame_id"),
+            first.header("edgecam.frame_id")
+        );
+        // Padding after the EOI does not change it.
+        let mut padded = img.to_vec();
+        padded.extend_from_slice(&[0; 16]);
+        let p = conv(
+            "cameras/esp-1/jpeg",
+            None,
+            &padded.into(),
+            &mut RawSeqs::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.header("edgecam.frame_id"),
+            first.header("edgecam.frame_id")
+        );
     }
 
     #[test]
