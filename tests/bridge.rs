@@ -1105,6 +1105,64 @@ async fn bad_input_is_counted_dead_lettered_and_acknowledged() {
     s.disconnect().await;
 }
 
+/// One `OUT_OF_ORDER_SEQUENCE_NUMBER` on Produce puts the bridge's idempotent producer in
+/// librdkafka's fatal state. The bridge recreates it and forwards every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fatal_producer_error_recreates_the_producer_and_forwards_everything() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Mosquitto::start();
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique_topic("fatal-frames");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let toml = BridgeToml {
+        id: "fatal",
+        port: broker.port(),
+        bootstrap: &bootstrap,
+        topic: &topic,
+        dead_letter_topic: None,
+        max_message_bytes: 100_000,
+        max_in_flight: 8,
+    }
+    .render();
+    let bridge = InProcessBridge::start(&toml);
+    bridge.wait_ready(true).await;
+    let mut s = Sensor::v311(broker.port(), "fatal-sensor").await;
+    let n = 20u32;
+    let m = bridge.metrics.clone();
+    for i in 0..n {
+        if i == n / 2 {
+            wait_until("the first half forwarded", Duration::from_secs(30), || {
+                m.forwarded.load(Relaxed) == (n / 2) as u64
+            })
+            .await;
+            cluster.request_errors(
+                RDKafkaApiKey::Produce,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+            );
+        }
+        assert!(s.publish("cameras/esp-f/jpeg", jpeg(24, 16, i), None).await);
+    }
+    wait_until("every frame forwarded", Duration::from_secs(60), || {
+        m.forwarded.load(Relaxed) >= n as u64 && m.acked.load(Relaxed) == n as u64
+    })
+    .await;
+    assert!(
+        m.producer_restarts.load(Relaxed) >= 1,
+        "the fault was handled"
+    );
+    let recs = read_all(&bootstrap, &topic, 1, n as usize).await;
+    let ids: HashSet<&str> = recs.iter().map(|r| r.h("edgecam.frame_id")).collect();
+    assert_eq!(
+        ids.len(),
+        n as usize,
+        "every frame, duplicates only as repeated ids"
+    );
+    let report = bridge.stop().await;
+    assert_eq!(report.undelivered, 0);
+    s.disconnect().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Broker restart.
 // ---------------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ pub struct BridgeMetrics {
     pub acked: AtomicU64,
     /// Deliveries that failed and were sent again.
     pub delivery_retries: AtomicU64,
+    /// Kafka producers replaced after a fatal error (see the agent's
+    /// `Metrics::producer_restarts`).
+    pub producer_restarts: AtomicU64,
     /// Successful MQTT connections (CONNACK received), including the first.
     pub connections: AtomicU64,
     /// Connections lost or dropped by the no-traffic watchdog.

@@ -62,10 +62,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::sink::kafka::RecoverableProducer;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -174,7 +175,7 @@ pub async fn run(
         .await
         .map_err(BridgeError::CreateTopic)?;
     }
-    let producer: FutureProducer = producer_config.create().map_err(BridgeError::Kafka)?;
+    let producer = RecoverableProducer::new(producer_config).map_err(BridgeError::Kafka)?;
 
     let max_in_flight = cfg.kafka.max_in_flight.get().min(u16::MAX as usize);
     let patterns = cfg.patterns();
@@ -231,6 +232,7 @@ pub async fn run(
         max_bytes: max_bytes as usize,
         limits: cfg.limits.limits(),
         warnings: crate::throttle::Throttle::frames(),
+        kafka_warnings: crate::throttle::Throttle::frames(),
         inputs,
         seqs: RawSeqs::default(),
         metrics: metrics.clone(),
@@ -272,7 +274,7 @@ pub async fn run(
         tracing::warn!("MQTT disconnect did not complete in time; closing the connection");
         mqtt_task.abort();
     }
-    let _ = fwd.producer.flush(Duration::from_millis(100));
+    let _ = fwd.producer.get().flush(Duration::from_millis(100));
 
     let report = BridgeReport {
         received: metrics.received.load(Relaxed),
@@ -525,7 +527,7 @@ enum Enqueued {
 
 /// The Kafka side: converts, produces, tracks slots, acknowledges in arrival order.
 struct Forwarder {
-    producer: FutureProducer,
+    producer: RecoverableProducer,
     topic: String,
     dead_letter_topic: Option<String>,
     max_bytes: usize,
@@ -533,6 +535,9 @@ struct Forwarder {
     limits: crate::limits::Limits,
     /// Rate limit of the "message rejected" warning (a hostile sensor can repeat it).
     warnings: crate::throttle::Throttle,
+    /// Rate limit of the produce and delivery failure warnings (a broken cluster repeats
+    /// them for every record).
+    kafka_warnings: crate::throttle::Throttle,
     inputs: Vec<Input>,
     seqs: RawSeqs,
     metrics: Arc<BridgeMetrics>,
@@ -750,7 +755,7 @@ impl Forwarder {
             if let Some(k) = &job.record.key {
                 rec = rec.key(k.as_bytes());
             }
-            let err = match self.producer.send_result(rec) {
+            let err = match self.producer.get().send_result(rec) {
                 Ok(fut) => {
                     return Enqueued::Sent(Box::pin(async move {
                         let r = match fut.await {
@@ -766,6 +771,9 @@ impl Forwarder {
             if record_refused(&err) {
                 return Enqueued::Refused(Box::new(job), err);
             }
+            if self.recover_if_fatal() {
+                continue;
+            }
             if self.shutdown.is_cancelled() {
                 let at = *self.give_up_at.get_or_insert(Instant::now() + self.grace);
                 if Instant::now() >= at {
@@ -777,7 +785,9 @@ impl Forwarder {
                     Duration::from_millis(5)
                 }
                 ref e => {
-                    tracing::warn!(error = %e, "produce failed; retrying");
+                    if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "produce failed; retrying");
+                    }
                     Duration::from_millis(100)
                 }
             };
@@ -813,12 +823,30 @@ impl Forwarder {
                 self.in_flight.push(delayed(job, SLOW_RETRY_DELAY));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "delivery failed; sending again");
+                let delay = if self.recover_if_fatal() {
+                    Duration::ZERO
+                } else {
+                    RETRY_DELAY
+                };
+                if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, suppressed, "delivery failed; sending again");
+                }
                 self.metrics.set_last_error(format!("kafka: {e}"));
                 self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                self.in_flight.push(delayed(job, RETRY_DELAY));
+                self.in_flight.push(delayed(job, delay));
             }
         }
+    }
+
+    /// [`RecoverableProducer::replace_if_fatal`], counted. `true` when it was replaced.
+    fn recover_if_fatal(&mut self) -> bool {
+        let Some(why) = self.producer.replace_if_fatal() else {
+            return false;
+        };
+        self.metrics
+            .set_last_error(format!("Kafka producer fatal error: {why}"));
+        self.metrics.producer_restarts.fetch_add(1, Relaxed);
+        true
     }
 
     /// Marks a slot handled, then acknowledges the handled prefix in arrival order.

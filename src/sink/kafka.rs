@@ -112,12 +112,63 @@ fn is_permanent(e: &KafkaError) -> bool {
     )
 }
 
+/// A producer that is replaced when librdkafka declares it fatally failed. Shared by the
+/// Kafka sink and the bridge, so both recover the same way.
+///
+/// The idempotent producer enters a fatal state on some broker errors (for example
+/// `OUT_OF_ORDER_SEQUENCE_NUMBER`) and then never delivers again: every send and every
+/// delivery report fails. [`RecoverableProducer::replace_if_fatal`] swaps in a new producer
+/// from the same configuration; the old one is dropped on a blocking thread, and its drop
+/// purges what it still held, so those delivery reports fail and the caller sends the
+/// records again through the new producer. A new producer has a new producer id, so a
+/// record resent this way may be duplicated downstream (`edgecam.frame_id` tells).
+pub(crate) struct RecoverableProducer {
+    producer: FutureProducer,
+    config: ClientConfig,
+}
+
+impl RecoverableProducer {
+    /// Creates the producer from `config`.
+    ///
+    /// Errors: librdkafka's, when it refuses the configuration.
+    pub(crate) fn new(config: ClientConfig) -> Result<Self, KafkaError> {
+        Ok(RecoverableProducer {
+            producer: config.create()?,
+            config,
+        })
+    }
+
+    /// The current producer.
+    pub(crate) fn get(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// When the producer is in librdkafka's fatal state, replaces it and returns the fatal
+    /// error as text; `None` when it is healthy (or a new one cannot be created, which is
+    /// logged and tried again at the next failure).
+    pub(crate) fn replace_if_fatal(&mut self) -> Option<String> {
+        let (code, reason) = self.producer.client().fatal_error()?;
+        let fresh: FutureProducer = match self.config.create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot recreate the Kafka producer");
+                return None;
+            }
+        };
+        let why = format!("{code}: {reason}");
+        tracing::error!(
+            error = %why,
+            "the Kafka producer failed fatally; recreated it, sending again what was not acknowledged"
+        );
+        let old = std::mem::replace(&mut self.producer, fresh);
+        tokio::task::spawn_blocking(move || drop(old));
+        Some(why)
+    }
+}
+
 /// The producer side of the pipeline.
 pub struct KafkaSink {
-    producer: FutureProducer,
-    /// What `producer` was created from: a producer in librdkafka's fatal state is replaced
-    /// by a new one from the same configuration.
-    client_config: ClientConfig,
+    producer: RecoverableProducer,
     topic: String,
     error_topic: Option<String>,
     max_in_flight: usize,
@@ -194,11 +245,10 @@ impl KafkaSink {
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaSinkError> {
-        let client_config = cfg.producer_config(max_message_bytes);
-        let producer: FutureProducer = client_config.create().map_err(KafkaSinkError::Config)?;
+        let producer = RecoverableProducer::new(cfg.producer_config(max_message_bytes))
+            .map_err(KafkaSinkError::Config)?;
         Ok(KafkaSink {
             producer,
-            client_config,
             topic: cfg.topic.to_string(),
             error_topic: cfg.error_topic.as_ref().map(|t| t.to_string()),
             max_in_flight: cfg.max_in_flight.get(),
@@ -219,33 +269,14 @@ impl KafkaSink {
         }
     }
 
-    /// When the producer is in librdkafka's fatal state (the idempotent producer after, for
-    /// example, `OUT_OF_ORDER_SEQUENCE_NUMBER`: it will never deliver again), replaces it
-    /// with a new one and returns `true`. The old producer is dropped on a blocking thread:
-    /// its drop purges what it still held, whose delivery reports then fail and are sent
-    /// again through the new producer. A new producer has a new producer id, so records
-    /// resent this way may be duplicated downstream (`edgecam.frame_id` tells).
+    /// [`RecoverableProducer::replace_if_fatal`], counted. `true` when it was replaced.
     fn recover_if_fatal(&mut self) -> bool {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
+        let Some(why) = self.producer.replace_if_fatal() else {
             return false;
         };
-        let fresh: FutureProducer = match self.client_config.create() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot recreate the Kafka producer");
-                return false;
-            }
-        };
-        tracing::error!(
-            error = %code,
-            reason,
-            "the Kafka producer failed fatally; recreated it, sending again what was not acknowledged"
-        );
         self.metrics
-            .set_last_error(format!("Kafka producer fatal error: {code}: {reason}"));
+            .set_last_error(format!("Kafka producer fatal error: {why}"));
         self.metrics.producer_restarts.fetch_add(1, Relaxed);
-        let old = std::mem::replace(&mut self.producer, fresh);
-        tokio::task::spawn_blocking(move || drop(old));
         true
     }
 
@@ -275,7 +306,7 @@ impl KafkaSink {
                 .key(out.record.key.as_bytes())
                 .payload(out.record.value.as_ref())
                 .headers(headers);
-            let error = match self.producer.send_result(rec) {
+            let error = match self.producer.get().send_result(rec) {
                 Ok(fut) => {
                     return Ok(Some(Box::pin(async move {
                         let r = match fut.await {
@@ -399,7 +430,7 @@ impl KafkaSink {
             &self.metrics,
         );
         report.undelivered = left;
-        let _ = self.producer.flush(Duration::from_millis(100));
+        let _ = self.producer.get().flush(Duration::from_millis(100));
         report
     }
 }
