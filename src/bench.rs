@@ -876,8 +876,9 @@ fn passthrough_row(
                     f += 1;
                     continue;
                 };
-                // As the MJPEG source does: the structural check and [limits] at the door.
-                let Ok(jpeg) = JpegImage::checked(data, &crate::limits::Limits::default()) else {
+                // As the MJPEG source does: [limits] at the door (the splitter walked the rest).
+                let Ok(jpeg) = JpegImage::split_within(data, &crate::limits::Limits::default())
+                else {
                     f += 1;
                     continue;
                 };

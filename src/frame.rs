@@ -118,6 +118,28 @@ impl JpegImage {
             data,
         })
     }
+
+    /// [`JpegImage::checked`] for a frame whose structure is already known to be whole: one
+    /// that [`MjpegSplitter`](crate::source::mjpeg::MjpegSplitter) cut from a stream, which
+    /// walked its markers and entropy-coded data through the EOI. Checks the size and the
+    /// header's dimensions against `limits` without walking the scan a second time (that
+    /// walk is about half the cost of a passthrough frame).
+    ///
+    /// Errors: as [`JpegImage::checked`].
+    pub fn split_within(
+        data: Bytes,
+        limits: &crate::limits::Limits,
+    ) -> Result<Self, crate::inspect::Refusal> {
+        use crate::inspect::Refusal;
+        limits.check_bytes(data.len() as u64)?;
+        let h = crate::jpeg::header(&data).map_err(|e| Refusal::Broken(e.to_string()))?;
+        limits.check_dimensions(h.width, h.height)?;
+        Ok(JpegImage {
+            width: h.width,
+            height: h.height,
+            data,
+        })
+    }
 }
 
 pub use crate::jpeg::JpegHeaderError;

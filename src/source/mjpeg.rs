@@ -396,7 +396,7 @@ impl Source for MjpegSource {
                     e => SourceError::BadFrame(format!("{} frame {n}: {e}", self.describe())),
                 })?;
                 self.frames_this_pass += 1;
-                let jpeg = JpegImage::checked(data, &self.limits).map_err(|r| {
+                let jpeg = JpegImage::split_within(data, &self.limits).map_err(|r| {
                     SourceError::refused(format_args!("{} frame {n}", self.describe()), r)
                 })?;
                 self.since_good = 0;
