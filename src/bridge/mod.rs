@@ -51,6 +51,7 @@
 //! connection that went silent. Subscriptions are (re)sent on the first connection and
 //! whenever the broker reports no session.
 
+mod acks;
 pub mod config;
 mod input;
 mod metrics;
@@ -77,6 +78,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern};
 pub use metrics::{BridgeMetrics, RejectReason};
 
+use acks::AckLedger;
 use input::{Input, RawSeqs, Record, Rejection};
 
 /// Dead-letter header: the [`RejectReason`] name, e.g. `over_budget`.
@@ -236,8 +238,7 @@ pub async fn run(
         inputs,
         seqs: RawSeqs::default(),
         metrics: metrics.clone(),
-        slots: VecDeque::new(),
-        first_slot: 0,
+        ledger: AckLedger::default(),
         in_flight: FuturesUnordered::new(),
         acks: VecDeque::new(),
         conn_rx,
@@ -503,14 +504,6 @@ struct Job {
     publish: Publish,
 }
 
-/// A message between arrival and acknowledgement.
-struct Slot {
-    conn: u64,
-    /// QoS and packet id, when the message needs a PUBACK.
-    ack: Option<(QoS, u16)>,
-    done: bool,
-}
-
 enum Done {
     Delivered(Job, Result<(), KafkaError>),
     RetryNow(Job),
@@ -541,9 +534,9 @@ struct Forwarder {
     inputs: Vec<Input>,
     seqs: RawSeqs,
     metrics: Arc<BridgeMetrics>,
-    /// Messages in arrival order; `slots[0]` has id `first_slot`.
-    slots: VecDeque<Slot>,
-    first_slot: u64,
+    /// Messages in arrival order, each acknowledged once it and all before it are handled:
+    /// (connection id, QoS, packet id) per QoS 1 message.
+    ledger: AckLedger<(u64, QoS, u16)>,
     in_flight: FuturesUnordered<InFlight>,
     /// PUBACKs to send, in order, with their connection.
     acks: VecDeque<(u64, QoS, u16)>,
@@ -596,14 +589,14 @@ impl Forwarder {
         let max_in_flight = rx.max_capacity();
         loop {
             if !draining.is_cancelled() && self.shutdown.is_cancelled() {
-                tracing::info!(in_flight = self.slots.len(), "stopping: no new messages");
+                tracing::info!(in_flight = self.ledger.len(), "stopping: no new messages");
                 draining.cancel();
                 self.give_up_at.get_or_insert(Instant::now() + self.grace);
             }
-            if draining.is_cancelled() && self.slots.is_empty() {
+            if draining.is_cancelled() && self.ledger.is_empty() {
                 break;
             }
-            let can_take = !draining.is_cancelled() && self.slots.len() < max_in_flight;
+            let can_take = !draining.is_cancelled() && self.ledger.len() < max_in_flight;
             let give_up_at = self.give_up_at;
             tokio::select! {
                 biased;
@@ -626,7 +619,7 @@ impl Forwarder {
                 }
             }
         }
-        let undelivered = self.slots.iter().filter(|s| !s.done).count() as u64;
+        let undelivered = self.ledger.unfinished() as u64;
         if undelivered > 0 {
             tracing::warn!(
                 undelivered,
@@ -636,20 +629,12 @@ impl Forwarder {
         undelivered
     }
 
-    fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        let i = id.checked_sub(self.first_slot)? as usize;
-        self.slots.get_mut(i)
-    }
-
     async fn on_message(&mut self, m: Incoming) {
         self.metrics.received.fetch_add(1, Relaxed);
         let p = m.publish;
-        let slot = self.first_slot + self.slots.len() as u64;
-        self.slots.push_back(Slot {
-            conn: m.conn,
-            ack: (p.qos != QoS::AtMostOnce).then_some((p.qos, p.pkid)),
-            done: false,
-        });
+        let slot = self
+            .ledger
+            .push((p.qos != QoS::AtMostOnce).then_some((m.conn, p.qos, p.pkid)));
         match input::convert(
             &self.inputs,
             &p.topic,
@@ -851,16 +836,7 @@ impl Forwarder {
 
     /// Marks a slot handled, then acknowledges the handled prefix in arrival order.
     fn finish(&mut self, slot: u64) {
-        if let Some(s) = self.slot_mut(slot) {
-            s.done = true;
-        }
-        while self.slots.front().is_some_and(|s| s.done) {
-            let s = self.slots.pop_front().expect("front exists");
-            self.first_slot += 1;
-            if let Some((qos, pkid)) = s.ack {
-                self.acks.push_back((s.conn, qos, pkid));
-            }
-        }
+        self.ledger.finish(slot, &mut self.acks);
         self.flush_acks();
     }
 
