@@ -13,7 +13,6 @@
 //! `<control_prefix>/<device>/status`; each connect publishes a retained `online`; a clean
 //! shutdown publishes `offline` itself.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +30,10 @@ use crate::control::CommandOutcome;
 use crate::metrics::{DropReason, Metrics};
 use crate::mqtt::{self, ControlTopics};
 use crate::pipeline::Live;
+
+mod delivery;
+
+use delivery::PubackLedger;
 
 /// One rumqttc client of either protocol version.
 enum Client {
@@ -179,10 +182,6 @@ pub struct MqttSink {
 /// How often the retained state document is refreshed.
 const STATE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A publish on the current connection waiting for its packet id: a frame, or a control
-/// message (status) whose acknowledgement nobody waits for.
-type Awaiting = VecDeque<Option<u64>>;
-
 impl MqttSink {
     /// A sink for `device` publishing to `cfg.topic_template`; `max_message_bytes` (the
     /// byte budget) sizes the client's packet limit.
@@ -302,8 +301,7 @@ impl MqttSink {
         grace: Duration,
     ) -> SinkReport {
         let mut report = SinkReport::default();
-        let mut unacked: BTreeMap<u64, Outgoing> = BTreeMap::new();
-        let mut next_id = 0u64;
+        let mut ledger: PubackLedger<Outgoing> = PubackLedger::default();
         let mut input_open = true;
         let mut give_up_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
@@ -314,15 +312,14 @@ impl MqttSink {
         let max_in_flight = self.cfg.max_in_flight.get() as usize;
         'connection: loop {
             let (client, mut events, task) = self.connect();
-            let mut awaiting: Awaiting = VecDeque::new();
-            let mut by_pkid: HashMap<u16, u64> = HashMap::new();
+            ledger.new_connection();
             let mut connected = false;
             let mut last_traffic = Instant::now();
             let clean_exit = loop {
                 if give_up_at.is_none() && shutdown.is_cancelled() {
                     give_up_at = Some(Instant::now() + grace);
                 }
-                if !input_open && unacked.is_empty() {
+                if !input_open && ledger.is_empty() {
                     // Nothing left to deliver: say goodbye if we can (the last will covers
                     // the case where we cannot).
                     break connected;
@@ -333,7 +330,7 @@ impl MqttSink {
                         None => shutdown.cancelled().await,
                     }
                 };
-                let can_take = input_open && connected && unacked.len() < max_in_flight;
+                let can_take = input_open && connected && ledger.len() < max_in_flight;
                 tokio::select! {
                     biased;
                     ev = events.recv() => {
@@ -342,10 +339,10 @@ impl MqttSink {
                             Some(Ev::Connected) => {
                                 connected = true;
                                 backoff = Duration::from_millis(200);
-                                tracing::info!(broker = %format!("{}:{}", self.cfg.host, self.cfg.port), resend = unacked.len(), "MQTT connected");
+                                tracing::info!(broker = %format!("{}:{}", self.cfg.host, self.cfg.port), resend = ledger.len(), "MQTT connected");
                                 if let Some(t) = &self.status_topic {
                                     if client.publish(t, 1, true, Bytes::from_static(b"online"), None).await.is_ok() {
-                                        awaiting.push_back(None);
+                                        ledger.queued(None);
                                     }
                                 }
                                 if let Some((_, topics)) = &self.control {
@@ -353,34 +350,27 @@ impl MqttSink {
                                         tracing::warn!(error = %e, "cannot subscribe to commands");
                                     }
                                     if self.publish_state(&client, last_command.as_ref()).await {
-                                        awaiting.push_back(None);
+                                        ledger.queued(None);
                                     }
                                 }
                                 // Everything not acknowledged goes again, oldest first.
-                                for (id, out) in &unacked {
+                                for id in ledger.undelivered() {
+                                    let out = ledger.get(id).expect("undelivered");
                                     if self.publish_frame(&client, out).await.is_err() {
                                         break;
                                     }
-                                    awaiting.push_back(Some(*id));
+                                    ledger.queued(Some(id));
                                 }
                             }
                             Some(Ev::Sent(pkid)) => {
-                                if let Some(Some(id)) = awaiting.pop_front() {
-                                    if pkid == 0 {
-                                        // QoS 0: delivered as far as MQTT will ever say.
-                                        if let Some(out) = unacked.remove(&id) {
-                                            self.delivered(&out, &mut report);
-                                        }
-                                    } else {
-                                        by_pkid.insert(pkid, id);
-                                    }
+                                // QoS 0: delivered as far as MQTT will ever say.
+                                if let Some(out) = ledger.on_sent(pkid) {
+                                    self.delivered(&out, &mut report);
                                 }
                             }
                             Some(Ev::Acked(pkid)) => {
-                                if let Some(id) = by_pkid.remove(&pkid) {
-                                    if let Some(out) = unacked.remove(&id) {
-                                        self.delivered(&out, &mut report);
-                                    }
+                                if let Some(out) = ledger.on_acked(pkid) {
+                                    self.delivered(&out, &mut report);
                                 }
                             }
                             Some(Ev::Message { topic, payload }) => {
@@ -388,14 +378,14 @@ impl MqttSink {
                                     if let Some(name) = topic.strip_prefix(&topics.set_prefix) {
                                         last_command = Some(crate::control::handle(name, &payload, live));
                                         if self.publish_state(&client, last_command.as_ref()).await {
-                                            awaiting.push_back(None);
+                                            ledger.queued(None);
                                         }
                                     }
                                 }
                             }
                             Some(Ev::Traffic) => {}
                             Some(Ev::Down(e)) => {
-                                tracing::warn!(error = %e, unacked = unacked.len(), "MQTT connection lost; reconnecting");
+                                tracing::warn!(error = %e, unacked = ledger.len(), "MQTT connection lost; reconnecting");
                                 self.metrics.set_last_error(format!("MQTT: {e}"));
                                 break false;
                             }
@@ -408,20 +398,18 @@ impl MqttSink {
                             self.metrics.drop_frame(DropReason::DeliveryRejected);
                         }
                         Some(out) => {
-                            let id = next_id;
-                            next_id += 1;
                             let sent = self.publish_frame(&client, &out).await;
-                            unacked.insert(id, out);
+                            let id = ledger.accept(out);
                             if sent.is_err() {
                                 break false;
                             }
-                            awaiting.push_back(Some(id));
+                            ledger.queued(Some(id));
                         }
                         None => input_open = false,
                     },
                     _ = state_tick.tick(), if connected && self.control.is_some() => {
                         if self.publish_state(&client, last_command.as_ref()).await {
-                            awaiting.push_back(None);
+                            ledger.queued(None);
                         }
                     }
                     _ = tokio::time::sleep_until(last_traffic + silence) => {
@@ -458,8 +446,7 @@ impl MqttSink {
             self.metrics
                 .mqtt_reconnects
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if give_up_at.is_some_and(|t| Instant::now() >= t)
-                || (!input_open && unacked.is_empty())
+            if give_up_at.is_some_and(|t| Instant::now() >= t) || (!input_open && ledger.is_empty())
             {
                 break 'connection;
             }
@@ -472,7 +459,7 @@ impl MqttSink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let left = super::count_undelivered(unacked.len(), &mut rx, input_open, &self.metrics);
+        let left = super::count_undelivered(ledger.len(), &mut rx, input_open, &self.metrics);
         report.undelivered = left;
         report
     }
