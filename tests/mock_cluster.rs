@@ -476,3 +476,49 @@ async fn file_replay_with_the_default_overflow_drops_nothing() {
     let recs = read_topic(&bootstrap, &topic, 1, n as usize, Duration::from_secs(10));
     check_complete(&recs, n as usize);
 }
+
+/// Kafka refusing records for a reason an operator must fix (here: topic authorisation) does
+/// not drop them: the sink keeps each one and sends it again slowly, so once the ACL is
+/// fixed (the injected errors run out) every frame arrives. The bridge treats these errors
+/// the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn authorisation_errors_are_retried_until_fixed_not_dropped() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("acl");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let n = 20;
+    let cfg = config(&bootstrap, &topic, "", n);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 3],
+    );
+    let metrics = Arc::new(Metrics::default());
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        edgecam::pipeline::run(cfg, CancellationToken::new(), metrics.clone()),
+    )
+    .await
+    .expect("finishes once the errors stop")
+    .unwrap();
+    assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+    assert!(
+        metrics.delivery_retries.load(Relaxed) > 0,
+        "the errors were seen"
+    );
+    let recs = read_topic(
+        &bootstrap,
+        &topic,
+        1,
+        n as usize + 20,
+        Duration::from_secs(10),
+    );
+    let seqs: HashSet<u64> = recs
+        .iter()
+        .map(|r| r.h("edgecam.seq").parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..n).collect::<HashSet<_>>());
+}

@@ -63,7 +63,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::sink::kafka::RecoverableProducer;
+use crate::sink::kafka::{classify, ErrorClass, RecoverableProducer, SLOW_RETRY};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -101,9 +101,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Delay before a record Kafka could not deliver is sent again.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
-/// Delay before a record refused for a cluster-side reason (unknown topic, authorisation) is
-/// sent again.
-const SLOW_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// After the last delivery at shutdown: how long to wait for PUBACKs and DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -547,33 +544,9 @@ struct Forwarder {
 }
 
 /// `true` for errors that say the record itself is unacceptable (sending it again cannot
-/// help).
+/// help): the agent's sink and the bridge classify alike ([`classify`]).
 fn record_refused(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::MessageBatchTooLarge
-        )
-    )
-}
-
-/// `true` for errors on the cluster's side that need an operator (missing topic,
-/// authorisation): retried slowly, never dropped.
-fn cluster_refused(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::UnknownTopic
-                | RDKafkaErrorCode::UnknownTopicOrPartition
-        )
-    )
+    classify(e) == ErrorClass::RecordRefused
 }
 
 fn delayed(job: Job, delay: Duration) -> InFlight {
@@ -801,11 +774,13 @@ impl Forwarder {
                 self.finish(job.slot);
             }
             Err(e) if record_refused(&e) => self.refused(job, e).await,
-            Err(e) if cluster_refused(&e) => {
-                tracing::error!(error = %e, "Kafka refused the record; retrying (check the topic and permissions)");
+            Err(e) if classify(&e) == ErrorClass::NeedsOperator => {
+                if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
+                    tracing::error!(error = %e, suppressed, "Kafka refused the record; retrying (check the topic and permissions)");
+                }
                 self.metrics.set_last_error(format!("kafka: {e}"));
                 self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                self.in_flight.push(delayed(job, SLOW_RETRY_DELAY));
+                self.in_flight.push(delayed(job, SLOW_RETRY));
             }
             Err(e) => {
                 let delay = if self.recover_if_fatal() {

@@ -95,21 +95,46 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-/// `true` for errors after which sending the same record again cannot succeed.
-fn is_permanent(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
+/// How a failed produce or delivery is handled, the same in the agent's sink and the
+/// bridge. (A producer in librdkafka's fatal state is recreated first: see
+/// [`RecoverableProducer`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// The record itself can never be accepted (too large, invalid): it is dropped, counted
+    /// (`delivery_rejected`; the bridge dead-letters it).
+    RecordRefused,
+    /// The cluster refuses it for a reason an operator must fix (the topic does not exist,
+    /// authorisation): kept and sent again every [`SLOW_RETRY`], never dropped, so nothing
+    /// is lost while someone creates the topic or fixes the ACL.
+    NeedsOperator,
+    /// Anything else (broker down, timeouts, purged by a replaced producer): sent again at
+    /// once.
+    Transient,
+}
+
+/// How often a record refused for an [`ErrorClass::NeedsOperator`] reason is sent again.
+pub(crate) const SLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// The [`ErrorClass`] of `e`.
+pub(crate) fn classify(e: &KafkaError) -> ErrorClass {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
         Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::ClusterAuthorizationFailed
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::UnknownTopic
-        )
-    )
+            C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidRecord
+            | C::InvalidMessage
+            | C::MessageBatchTooLarge,
+        ) => ErrorClass::RecordRefused,
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::InvalidTopic
+            | C::UnknownTopic
+            | C::UnknownTopicOrPartition,
+        ) => ErrorClass::NeedsOperator,
+        _ => ErrorClass::Transient,
+    }
 }
 
 /// A producer that is replaced when librdkafka declares it fatally failed. Shared by the
@@ -186,8 +211,18 @@ pub struct SinkReport {
     pub undelivered: u64,
 }
 
-type InFlight =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Outgoing, Result<(), KafkaError>)> + Send>>;
+/// A record waiting for its delivery report, or (`Err(None)`) for its slow retry.
+type InFlight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Outgoing, Result<(), Option<KafkaError>>)> + Send>,
+>;
+
+/// `out`, handed back after `delay` for sending again.
+fn retry_later(out: Outgoing, delay: Duration) -> InFlight {
+    Box::pin(async move {
+        tokio::time::sleep(delay).await;
+        (out, Err(None))
+    })
+}
 
 /// When the sink stops waiting: never until shutdown is requested, then `grace` after the
 /// sink first notices it. Every wait in the sink (delivery reports, a full local queue, a
@@ -311,8 +346,8 @@ impl KafkaSink {
                     return Ok(Some(Box::pin(async move {
                         let r = match fut.await {
                             Ok(Ok(_delivery)) => Ok(()),
-                            Ok(Err((e, _msg))) => Err(e),
-                            Err(_canceled) => Err(KafkaError::Canceled),
+                            Ok(Err((e, _msg))) => Err(Some(e)),
+                            Err(_canceled) => Err(Some(KafkaError::Canceled)),
                         };
                         (out, r)
                     })))
@@ -327,7 +362,8 @@ impl KafkaSink {
                 continue;
             }
             // Enqueue itself failed (e.g. record too large for the client).
-            if is_permanent(&error) {
+            let class = classify(&error);
+            if class == ErrorClass::RecordRefused {
                 tracing::error!(error = %error, "record rejected by the producer; dropped");
                 self.metrics.drop_frame(DropReason::DeliveryRejected);
                 return Ok(None);
@@ -335,7 +371,14 @@ impl KafkaSink {
             if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
                 tracing::warn!(error = %error, suppressed, "produce failed; retrying");
             }
-            deadline.sleep(Duration::from_millis(100)).await;
+            self.metrics
+                .set_last_error(format!("produce failed: {error}"));
+            deadline
+                .sleep(match class {
+                    ErrorClass::NeedsOperator => SLOW_RETRY,
+                    _ => Duration::from_millis(100),
+                })
+                .await;
         }
     }
 
@@ -378,7 +421,7 @@ impl KafkaSink {
             let can_take = input_open && in_flight.len() < self.max_in_flight;
             // What the select! below decided, acted on after it (the sink is borrowed there).
             enum Next {
-                Report(Outgoing, Result<(), KafkaError>),
+                Report(Outgoing, Result<(), Option<KafkaError>>),
                 Input(Option<Outgoing>),
                 Deadline,
             }
@@ -393,19 +436,33 @@ impl KafkaSink {
                     self.on_delivered(&out, &mut report);
                     None
                 }
-                Next::Report(out, Err(e)) if is_permanent(&e) => {
-                    tracing::error!(error = %e, seq = out.record.header(crate::record::header::SEQ), "Kafka rejected the record; dropped");
-                    self.metrics.drop_frame(DropReason::DeliveryRejected);
-                    None
-                }
-                Next::Report(out, Err(e)) => {
-                    self.recover_if_fatal();
-                    if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
-                        tracing::warn!(error = %e, seq = out.record.header(crate::record::header::SEQ), suppressed, "delivery failed; sending again");
+                // A slow retry is due.
+                Next::Report(out, Err(None)) => Some(out),
+                Next::Report(out, Err(Some(e))) => {
+                    let seq = out.record.header(crate::record::header::SEQ);
+                    match classify(&e) {
+                        ErrorClass::RecordRefused => {
+                            tracing::error!(error = %e, seq, "Kafka rejected the record; dropped");
+                            self.metrics.drop_frame(DropReason::DeliveryRejected);
+                            None
+                        }
+                        class => {
+                            let replaced = self.recover_if_fatal();
+                            if let Some(suppressed) = self.warnings.allow(std::time::Instant::now())
+                            {
+                                tracing::warn!(error = %e, seq, suppressed, "delivery failed; sending again");
+                            }
+                            self.metrics.set_last_error(format!("delivery failed: {e}"));
+                            self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                            if class == ErrorClass::NeedsOperator && !replaced {
+                                // Check the topic and the ACLs; the record waits.
+                                in_flight.push(retry_later(out, SLOW_RETRY));
+                                None
+                            } else {
+                                Some(out)
+                            }
+                        }
                     }
-                    self.metrics.set_last_error(format!("delivery failed: {e}"));
-                    self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                    Some(out)
                 }
                 Next::Input(Some(out)) => Some(out),
                 Next::Input(None) => {
