@@ -52,7 +52,7 @@
 //! whenever the broker reports no session.
 
 pub mod config;
-mod input;
+pub(crate) mod input;
 mod metrics;
 
 use std::collections::{BTreeMap, VecDeque};
