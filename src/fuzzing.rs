@@ -118,9 +118,10 @@ fn header_of<'r>(r: &'r Record, name: &str) -> Option<&'r str> {
 /// rejection through `dead_letter`, twice in a row with the same per-device sequence state.
 ///
 /// Input layout: a flags byte (bit 0: MQTT 5 properties present, bit 1: with a content
-/// type), the topic as a field (a length byte, then the bytes), then when bit 0 is set the
-/// content type as a field (bit 1) and a count byte (mod 16) of user properties, each a
-/// name field and a value field; the rest is the payload.
+/// type, bits 4–7: the topic field is repeated 1–16 times), the topic as a field (a length
+/// byte, then the bytes), then when bit 0 is set the content type as a field (bit 1) and a
+/// count byte (mod 16) of user properties, each a name field and a value field; the rest is
+/// the payload.
 ///
 /// Panics (the fuzzer's finding) when a record or dead letter is larger than
 /// `bridge.max_message_bytes`, a record's key is not a valid device id, its value is not a
@@ -130,7 +131,9 @@ pub fn bridge_convert(data: &[u8]) {
     let b = bridge();
     let mut f = Fields(data);
     let flags = f.byte();
-    let topic = f.field();
+    // MQTT topics run to 64 KiB; repeating the field reaches the dead letter's 1 KiB cut.
+    let topic = f.field().repeat(1 + (flags >> 4) as usize);
+    let topic = topic.as_slice();
     let properties = (flags & 1 != 0).then(|| {
         let content_type = (flags & 2 != 0).then(|| f.text());
         let n = f.byte() % 16;
