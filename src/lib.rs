@@ -17,6 +17,9 @@ pub mod control;
 pub mod demo;
 pub mod encode;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod jpeg;
 pub mod limits;

@@ -53,7 +53,7 @@
 
 mod acks;
 pub mod config;
-mod input;
+pub(crate) mod input;
 mod metrics;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -110,7 +110,7 @@ impl Secret {
                 (Path::new(dir).join(name), "credential")
             }
         };
-        let text = std::fs::read(&path).map_err(|e| {
+        let text = read_bounded(&path).map_err(|e| {
             let why = match e.kind() {
                 std::io::ErrorKind::NotFound => "does not exist".to_string(),
                 std::io::ErrorKind::PermissionDenied => {
@@ -238,6 +238,33 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
     key.split('.').any(|level| level == "password")
 }
 
+/// Largest secret file read, bytes (1 MiB: a PEM key with its chain is a few KiB).
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// Reads a secret file, refusing what is not a regular file (opening a FIFO blocks until a
+/// writer comes; `/dev/zero` never ends) and anything over [`MAX_SECRET_BYTES`], so that a
+/// mistyped path makes `check-config` fail instead of hang or run out of memory.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a device, FIFO or socket)",
+        ));
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +288,38 @@ mod tests {
         s.resolve("mqtt.password", dir.path(), None).unwrap();
         assert_eq!(s.expose(), "s3cret\n");
         assert_eq!(s.source(), &SecretSource::File(dir.path().join("p")));
+    }
+
+    /// `password = { file = "/dev/zero" }` made the loader read until it ran out of memory
+    /// (a hand-written input to the config_loader fuzz target; a FIFO made it hang).
+    #[test]
+    fn file_reference_to_a_device_or_a_huge_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge");
+        std::fs::write(&huge, vec![b'x'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+        for (path, why) in [
+            (PathBuf::from("/dev/zero"), "not a regular file"),
+            (huge, "larger than 1048576 bytes"),
+        ] {
+            let mut s = Secret {
+                value: None,
+                source: SecretSource::File(path.clone()),
+            };
+            let e = s.resolve("mqtt.password", dir.path(), None).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("mqtt.password") && msg.contains(why),
+                "{path:?}: {msg}"
+            );
+        }
+        let fits = dir.path().join("fits");
+        std::fs::write(&fits, vec![b'x'; MAX_SECRET_BYTES as usize]).unwrap();
+        let mut s = Secret {
+            value: None,
+            source: SecretSource::File(fits),
+        };
+        s.resolve("mqtt.password", dir.path(), None).unwrap();
+        assert_eq!(s.expose().len(), MAX_SECRET_BYTES as usize);
     }
 
     #[test]
