@@ -32,4 +32,5 @@ pub mod reload;
 pub mod service;
 pub mod sink;
 pub mod source;
+pub mod spool;
 pub mod throttle;

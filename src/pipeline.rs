@@ -222,7 +222,7 @@ fn error_record(device: &str, frame: &Frame, reason: &str, detail: &str) -> Fram
                 crate::record::header::CONTENT_TYPE,
                 "application/json".to_string(),
             ),
-            ("edgecam.reason", reason.to_string()),
+            (crate::record::header::REASON, reason.to_string()),
         ],
         value: bytes::Bytes::from(body.to_string()),
     }

@@ -6,14 +6,15 @@
 //! | header | value |
 //! | --- | --- |
 //! | `edgecam.device` | device id (also the record key) |
-//! | `edgecam.seq` | frame sequence number, per device, from 0 at agent start |
-//! | `edgecam.frame_id` | UUIDv7, unique per frame, for downstream de-duplication |
+//! | `edgecam.seq` | frame sequence number, per device; with the spool on it continues across restarts (it may jump forward after a crash, never back) |
+//! | `edgecam.frame_id` | UUIDv7, unique per frame and kept for life (a replayed or resent copy has the same id): de-duplicate on it |
 //! | `edgecam.captured_at` | capture time, RFC 3339, UTC, microseconds |
 //! | `content-type` | `image/jpeg`, `image/png` or `application/vnd.edgecam.raw+zstd` |
 //! | `edgecam.width`, `edgecam.height` | pixels of the image in the value |
 //! | `edgecam.codec` | `jpeg`, `png` or `zstd` |
 //! | `edgecam.quality` | JPEG quality 1–100 (estimated from the quantisation table for a passed-through frame), or `lossless` |
 //! | `edgecam.pixel_format` | only for `zstd`: `rgb8` or `gray8` (raw pixels, row-major, no padding) |
+//! | `edgecam.replayed` | `1`, only on a record sent from the spool (after an outage or a restart); every other header is as first written |
 
 use bytes::Bytes;
 
@@ -42,6 +43,32 @@ pub mod header {
     pub const QUALITY: &str = "edgecam.quality";
     /// Pixel format of raw (zstd) values.
     pub const PIXEL_FORMAT: &str = "edgecam.pixel_format";
+    /// `1` on a record sent again from the spool after an outage or a restart.
+    pub const REPLAYED: &str = "edgecam.replayed";
+    /// Why a frame could not be published (error-topic records).
+    pub const REASON: &str = "edgecam.reason";
+
+    /// Every header name edgecam writes, so a name read back from disk can be matched to
+    /// its `&'static str`.
+    pub const ALL: &[&str] = &[
+        DEVICE,
+        SEQ,
+        FRAME_ID,
+        CAPTURED_AT,
+        CONTENT_TYPE,
+        WIDTH,
+        HEIGHT,
+        CODEC,
+        QUALITY,
+        PIXEL_FORMAT,
+        REPLAYED,
+        REASON,
+    ];
+
+    /// The name in [`ALL`] equal to `name`, if any.
+    pub fn intern(name: &[u8]) -> Option<&'static str> {
+        ALL.iter().copied().find(|n| n.as_bytes() == name)
+    }
 }
 
 /// MIME type of lossless frames: raw pixels (see `edgecam.pixel_format`) compressed with zstd.
@@ -175,6 +202,7 @@ pub fn max_overhead(device: &str) -> usize {
         (header::CODEC, 4),
         (header::QUALITY, "lossless".len()),
         (header::PIXEL_FORMAT, 5),
+        (header::REPLAYED, 1),
     ];
     let headers = worst.iter().map(|(k, v)| (k.len(), *v));
     // A value whose length needs the longest varint (5 bytes) is the worst case for framing.
