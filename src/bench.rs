@@ -962,8 +962,8 @@ async fn e2e_once(path: &Path, frames: u64, budget: u32, run_no: u32) -> Result<
     let toml = format!(
         "[device]\nid = \"{DEVICE}\"\n[source]\nkind = \"mjpeg\"\npath = {path}\nfps = 0\n\
          loop = true\nmax_frames = {frames}\n[encode]\nmax_message_bytes = {budget}\n\
-         [pipeline]\noverflow = \"block\"\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
-         topic = \"{topic}\"\n",
+         [pipeline]\noverflow = \"block\"\n[spool]\nmode = \"off\"\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n",
         path = toml::Value::String(path.display().to_string()),
         bootstrap = cluster.bootstrap_servers(),
     );

@@ -82,6 +82,9 @@ codec = "{codec}"
 max_message_bytes = {budget}
 [pipeline]
 overflow = "block"
+[spool]
+mode = "off"
+
 [kafka]
 bootstrap_servers = "{bootstrap}"
 topic = "{topic}"

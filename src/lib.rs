@@ -16,6 +16,7 @@ pub mod consume;
 pub mod control;
 pub mod demo;
 pub mod encode;
+pub mod forward;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

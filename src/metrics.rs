@@ -26,8 +26,17 @@ pub enum DropReason {
     EncodeError,
     /// Kafka refused the record permanently (e.g. `MSG_SIZE_TOO_LARGE`, authorisation).
     DeliveryRejected,
-    /// Still undelivered when the shutdown grace period ran out.
+    /// Still undelivered when the shutdown grace period ran out, and not kept in the spool
+    /// (`spool.mode = "off"`, or the spool could not take it).
     UndeliveredAtShutdown,
+    /// The spool was at `spool.max_bytes`: its oldest segment was dropped to make room.
+    SpoolFull,
+    /// Spooled longer than `spool.max_age_secs`.
+    SpoolExpired,
+    /// Damaged on disk (a checksum failed at recovery or replay).
+    SpoolCorrupt,
+    /// The spool could not write it (a full disk, an I/O error) and memory was full too.
+    SpoolWriteFailed,
 }
 
 impl DropReason {
@@ -43,6 +52,10 @@ impl DropReason {
             DropReason::EncodeError => "encode_error",
             DropReason::DeliveryRejected => "delivery_rejected",
             DropReason::UndeliveredAtShutdown => "undelivered_at_shutdown",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolExpired => "spool_expired",
+            DropReason::SpoolCorrupt => "spool_corrupt",
+            DropReason::SpoolWriteFailed => "spool_write_failed",
         }
     }
 
@@ -103,6 +116,17 @@ pub struct Metrics {
     /// MQTT connections lost or dropped by the no-traffic watchdog (each is followed by a
     /// reconnect and a resend of everything unacknowledged).
     pub mqtt_reconnects: AtomicU64,
+    /// Records written to the spool (counter).
+    pub spooled: AtomicU64,
+    /// Records sent again from the spool (counter).
+    pub replayed: AtomicU64,
+    /// Spool write or sync failures (counter); each is logged, and the records stay in
+    /// memory while there is room.
+    pub spool_errors: AtomicU64,
+    /// Records in the spool not yet delivered (gauge).
+    pub spool_records: AtomicU64,
+    /// Bytes of the spool's files (gauge).
+    pub spool_bytes: AtomicU64,
     /// Bytes of input that belonged to no frame (garbage between MJPEG frames), skipped.
     pub skipped_bytes: AtomicU64,
     /// Entries of an image directory with an image's name that are not regular files
@@ -205,6 +229,18 @@ impl Metrics {
         );
         for (reason, n) in self.dropped() {
             let _ = writeln!(s, "  dropped {}: {}", reason.as_str(), n);
+        }
+        let spooled = self.spooled.load(Relaxed);
+        if spooled + self.spool_records.load(Relaxed) > 0 {
+            let _ = writeln!(
+                s,
+                "spool: {} spooled, {} replayed, {} left ({} bytes), {} write errors",
+                spooled,
+                self.replayed.load(Relaxed),
+                self.spool_records.load(Relaxed),
+                self.spool_bytes.load(Relaxed),
+                self.spool_errors.load(Relaxed)
+            );
         }
         let (skipped_bytes, skipped_files) = (
             self.skipped_bytes.load(Relaxed),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, SinkKind, SpoolMode};
 use crate::encode::Encoder;
 use crate::frame::Frame;
 use crate::metrics::{DropReason, Metrics};
@@ -20,8 +20,9 @@ use crate::queue::{FrameQueue, Push};
 use crate::record::FrameRecord;
 use crate::sink::kafka::{ensure_topics, KafkaSink, KafkaSinkError, SinkReport};
 use crate::sink::mqtt::MqttSink;
-use crate::sink::{Destination, Outgoing};
+use crate::sink::{AckTx, Destination, Outgoing, Sink};
 use crate::source::{self, Source, SourceError};
+use crate::spool::{DirStorage, SeqFile, Spool, SpoolOptions};
 use crate::throttle::Throttle;
 
 /// Why an agent could not run.
@@ -40,6 +41,22 @@ pub enum RunError {
     /// The encoder thread panicked (a bug); the process must exit non-zero.
     #[error("the encoder thread panicked")]
     EncoderPanicked,
+    /// The spool is on but no directory could be chosen: none of `STATE_DIRECTORY`,
+    /// `spool.path`, `XDG_STATE_HOME`, `HOME` is set.
+    #[error("no spool directory: set spool.path (or STATE_DIRECTORY, XDG_STATE_HOME or HOME), or spool.mode = \"off\"")]
+    NoSpoolDirectory,
+    /// The forwarder thread panicked (a bug).
+    #[error("the forwarder thread panicked")]
+    ForwarderPanicked,
+    /// The spool directory cannot be used (permissions, another agent holds it).
+    #[error("spool {dir}: {error}")]
+    Spool {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 /// The outcome of [`run`].
@@ -83,6 +100,14 @@ fn open_source(
     }
 }
 
+/// How the source loop numbers frames.
+struct Numbering {
+    /// Stop after this many frames (0: never).
+    max_frames: u64,
+    /// Where `edgecam.seq` continues from and is kept (with the spool).
+    seq_file: Option<SeqFile>,
+}
+
 /// The source loop, on its own thread: numbers frames and pushes them into `queue` until the
 /// source ends, `max_frames` are accepted, or `shutdown` is cancelled. Closes `queue`.
 fn source_loop(
@@ -90,15 +115,20 @@ fn source_loop(
     queue: &FrameQueue<Frame>,
     metrics: &Metrics,
     shutdown: &CancellationToken,
-    max_frames: u64,
     device: &str,
     live: &Live,
+    numbering: Numbering,
 ) {
+    let Numbering {
+        max_frames,
+        mut seq_file,
+    } = numbering;
     let mut reload = live.config.subscribe();
     let _span = tracing::info_span!("source", device).entered();
-    let mut seq = 0u64;
+    let mut seq = seq_file.as_ref().map_or(0, SeqFile::peek);
+    let mut numbered = 0u64;
     let mut warnings = Throttle::frames();
-    while !shutdown.is_cancelled() && (max_frames == 0 || seq < max_frames) {
+    while !shutdown.is_cancelled() && (max_frames == 0 || numbered < max_frames) {
         if reload.has_changed().unwrap_or(false) {
             let fps = reload.borrow_and_update().source.fps;
             if src.set_fps(fps) {
@@ -131,6 +161,9 @@ fn source_loop(
                 if live.paused.load(Relaxed) && !live.snapshot.swap(false, Relaxed) {
                     continue;
                 }
+                if let Some(f) = seq_file.as_mut() {
+                    seq = f.take();
+                }
                 let frame = Frame {
                     seq,
                     frame_id: uuid::Uuid::now_v7().to_string(),
@@ -138,6 +171,7 @@ fn source_loop(
                     image: c.image,
                 };
                 seq += 1;
+                numbered += 1;
                 match queue.push(frame) {
                     Push::Accepted => {
                         metrics.accepted.fetch_add(1, Relaxed);
@@ -178,21 +212,55 @@ fn source_loop(
         }
     }
     queue.close();
-}
-
-/// The sink chosen by `sink.kind`.
-enum AnySink {
-    Kafka(KafkaSink),
-    Mqtt(Box<MqttSink>),
-}
-
-impl AnySink {
-    fn topic(&self) -> &str {
-        match self {
-            AnySink::Kafka(k) => k.topic(),
-            AnySink::Mqtt(m) => m.topic(),
+    if let Some(mut f) = seq_file {
+        if let Err(e) = f.close() {
+            tracing::warn!(error = %e, "cannot write the spool seq file; edgecam.seq jumps forward at the next start");
         }
     }
+}
+
+/// Opens the spool and the seq file in `spool.dir` (nothing for `spool.mode = "off"`),
+/// locking the directory and recovering what a crash left.
+///
+/// Errors: [`RunError::Spool`] when the directory cannot be created, locked or read.
+fn open_spool(
+    cfg: &Config,
+    metrics: &Metrics,
+) -> Result<(Option<Spool>, Option<SeqFile>), RunError> {
+    if cfg.spool.mode == SpoolMode::Off {
+        return Ok((None, None));
+    }
+    let dir = cfg.spool.dir.clone().ok_or(RunError::NoSpoolDirectory)?;
+    let err = |error| RunError::Spool {
+        dir: dir.clone(),
+        error,
+    };
+    let mut storage = DirStorage::open(&dir).map_err(err)?;
+    storage.lock().map_err(err)?;
+    let opts = SpoolOptions::new(
+        cfg.spool.max_bytes.get(),
+        cfg.spool.max_age_secs.map(|s| Duration::from_secs(s.get())),
+    );
+    let started = Instant::now();
+    let (spool, rec) = Spool::open(storage, opts).map_err(err)?;
+    if rec.corrupt > 0 || rec.torn_bytes > 0 {
+        tracing::warn!(
+            corrupt = rec.corrupt,
+            torn_bytes = rec.torn_bytes,
+            "spool: damaged records skipped at recovery"
+        );
+        metrics.drop_frames(DropReason::SpoolCorrupt, rec.corrupt);
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        mode = ?cfg.spool.mode,
+        records = rec.records,
+        bytes = rec.bytes,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        "spool open"
+    );
+    let seq = SeqFile::open(Box::new(DirStorage::open(&dir).map_err(err)?)).map_err(err)?;
+    Ok((Some(spool), Some(seq)))
 }
 
 /// `true` when dropped frames are reported to a Kafka error topic.
@@ -278,6 +346,7 @@ fn encode_loop(
                     destination: Destination::Frames,
                     record,
                     captured_at: frame.captured_at,
+                    ticket: 0,
                 }
             }
             Err(e) => {
@@ -294,6 +363,7 @@ fn encode_loop(
                     destination: Destination::Errors,
                     record: error_record(device, &frame, e.reason(), &e.to_string()),
                     captured_at: frame.captured_at,
+                    ticket: 0,
                 }
             }
         };
@@ -355,7 +425,7 @@ pub async fn run_live(
     let reload = live.config.subscribe();
     let started = Instant::now();
     let max_bytes = cfg.encode.max_message_bytes.get();
-    let sink = match cfg.sink.kind {
+    let sink: Box<dyn Sink> = match cfg.sink.kind {
         SinkKind::Kafka => {
             let kafka = cfg.kafka();
             if let Some(p) = kafka.create_topic_partitions {
@@ -371,9 +441,9 @@ pub async fn run_live(
                 )
                 .await?;
             }
-            AnySink::Kafka(KafkaSink::new(kafka, max_bytes, metrics.clone())?)
+            Box::new(KafkaSink::new(kafka, max_bytes, metrics.clone())?)
         }
-        SinkKind::Mqtt => AnySink::Mqtt(Box::new(
+        SinkKind::Mqtt => Box::new(
             MqttSink::new(
                 cfg.mqtt
                     .as_ref()
@@ -383,8 +453,9 @@ pub async fn run_live(
                 metrics.clone(),
             )
             .with_control(live.clone()),
-        )),
+        ),
     };
+    let (spool, seq_file) = open_spool(&cfg, &metrics)?;
     // With a Kafka sink, an [mqtt] table still gives the device its control plane, on a
     // connection that carries no frames. It ends when `_control_input` is dropped.
     let (_control_input, control_task) = match (&cfg.sink.kind, &cfg.mqtt) {
@@ -428,11 +499,31 @@ pub async fn run_live(
         "running"
     );
 
-    let queue = Arc::new(FrameQueue::new(
-        cfg.pipeline.queue_frames.get(),
-        cfg.pipeline.overflow.for_source(&cfg.source),
-    ));
+    let overflow = cfg.pipeline.overflow.for_source(&cfg.source);
+    let queue = Arc::new(FrameQueue::new(cfg.pipeline.queue_frames.get(), overflow));
     let (tx, rx) = mpsc::channel(ENCODED_CHANNEL);
+    let window = sink.window();
+    let (sink_tx, sink_rx) = mpsc::channel(window + 1);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let forwarder_thread = {
+        let opts = crate::forward::ForwardOptions::new(
+            &cfg.spool,
+            window,
+            overflow == crate::config::OverflowPolicy::Block,
+        );
+        let fwd = crate::forward::Forwarder::new(opts, spool, metrics.clone());
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("edgecam-forward".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a current-thread runtime");
+                rt.block_on(crate::forward::run(fwd, rx, sink_tx, ack_rx, shutdown))
+            })
+            .expect("spawn forwarder thread")
+    };
     let source_thread = {
         let (queue, metrics, shutdown) = (queue.clone(), metrics.clone(), shutdown.clone());
         let max_frames = cfg.source.max_frames;
@@ -441,7 +532,13 @@ pub async fn run_live(
             .name("edgecam-source".into())
             .spawn({
                 let live = live.clone();
-                move || source_loop(src, &queue, &metrics, &shutdown, max_frames, &device, &live)
+                move || {
+                    let numbering = Numbering {
+                        max_frames,
+                        seq_file,
+                    };
+                    source_loop(src, &queue, &metrics, &shutdown, &device, &live, numbering)
+                }
             })
             .expect("spawn source thread")
     };
@@ -454,10 +551,9 @@ pub async fn run_live(
     };
     metrics.ready.store(true, Relaxed);
     let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
-    let report = match sink {
-        AnySink::Kafka(k) => k.run(rx, shutdown.clone(), grace).await,
-        AnySink::Mqtt(m) => m.run(rx, shutdown.clone(), grace).await,
-    };
+    let mut report = sink
+        .run(sink_rx, AckTx::new(ack_tx), shutdown.clone(), grace)
+        .await;
     // The sink returns once the encoder closed its channel or the grace period ended.
     queue.close();
     let encoder_result = tokio::task::spawn_blocking(move || encoder_thread.join()).await;
@@ -465,6 +561,13 @@ pub async fn run_live(
         // Only reachable in builds that unwind (tests): release builds abort on panic.
         return Err(RunError::EncoderPanicked);
     }
+    // The sink has stopped: the forwarder spools what it did not deliver.
+    let lost = tokio::task::spawn_blocking(move || forwarder_thread.join())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or(RunError::ForwarderPanicked)?;
+    report.undelivered = lost;
     drop(_control_input);
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;

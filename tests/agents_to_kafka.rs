@@ -29,7 +29,7 @@ fn agent(
              [encode]\nmax_message_bytes = 20000\n[pipeline]\noverflow = \"block\"\n[sink]\nkind = \"mqtt\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nprotocol = \"{protocol}\"\ntopic_template = \"{template}\"\n"
         ),
-        std::iter::empty(),
+        common::state_env(),
     )
     .unwrap()
 }

@@ -313,6 +313,31 @@ fn bad_rows(dir: &Path) -> Vec<Bad> {
             &["limits.max_side_px: must be at most 65535 (got 65536)"],
         ),
         bad(
+            "spool unknown mode",
+            min_with("[spool]\nmode = \"sometimes\""),
+            &["spool.mode", "outage", "always", "off"],
+        ),
+        bad(
+            "spool max_bytes under 1 MiB",
+            min_with("[spool]\nmax_bytes = 1000"),
+            &["spool.max_bytes: must be at least 1048576 (got 1000)"],
+        ),
+        bad(
+            "spool commit_interval_ms 0",
+            min_with("[spool]\ncommit_interval_ms = 0"),
+            &["spool.commit_interval_ms: must be at least 1 (got 0)"],
+        ),
+        bad(
+            "spool replay share over 100",
+            min_with("[spool]\nreplay_share_percent = 150"),
+            &["spool.replay_share_percent: must be at most 100 (got 150)"],
+        ),
+        bad(
+            "spool dir is not a key",
+            min_with("[spool]\ndir = \"/tmp/x\""),
+            &["spool.dir: unknown key"],
+        ),
+        bad(
             "limits max_frame_bytes as text",
             min_with("[limits]\nmax_frame_bytes = \"64M\""),
             &["limits.max_frame_bytes", "integer"],

@@ -30,6 +30,7 @@ fn version_names_the_binary() {
 #[test]
 fn check_config_prints_the_resolved_example() {
     let out = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["check-config", "--config", "config/edgecam.example.toml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -61,6 +62,7 @@ fn check_config_exits_64_naming_the_key() {
     for (text, needle) in cases {
         let p = write_config(&dir, text);
         let out = Command::new(BIN)
+            .env("STATE_DIRECTORY", common::state_dir())
             .args(["check-config", "--config"])
             .arg(&p)
             .output()
@@ -71,6 +73,7 @@ fn check_config_exits_64_naming_the_key() {
         assert!(out.stdout.is_empty());
     }
     let out = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["check-config", "--config", "/nonexistent/edgecam.toml"])
         .output()
         .unwrap();
@@ -87,6 +90,7 @@ fn run_refuses_a_bad_config_before_opening_anything() {
     );
     let t = Instant::now();
     let out = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(&p)
         .output()
@@ -127,6 +131,7 @@ fn sigterm_mid_stream_flushes_everything_accepted_and_exits_0() {
         ),
     );
     let child = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(&p)
         .env("RUST_LOG", "warn")

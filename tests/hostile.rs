@@ -85,6 +85,7 @@ fn hostile_frames() -> Vec<Hostile> {
 /// Runs `edgecam run` on `config` to its end; returns (exit code, stderr).
 fn run_agent(config: &Path) -> (Option<i32>, String) {
     let out = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
@@ -318,6 +319,7 @@ fn check_config_refuses_a_device_or_fifo_as_the_mjpeg_file() {
         );
         for cmd in ["check-config", "run"] {
             let out = Command::new(BIN)
+                .env("STATE_DIRECTORY", common::state_dir())
                 .args([cmd, "--config"])
                 .arg(&cfg.config)
                 .output()

@@ -34,7 +34,7 @@ topic = "{topic}"
 "#
     );
     // `extra` may add tables; TOML allows [encode] after [kafka] as long as keys are unique.
-    edgecam::config::load_str(&toml, std::iter::empty()).unwrap()
+    edgecam::config::load_str(&toml, common::state_env()).unwrap()
 }
 
 /// Checks what every edgecam frame record must satisfy, returns the decoded size.
@@ -404,6 +404,17 @@ async fn fatal_producer_error_recreates_the_producer_and_loses_nothing() {
 /// the agent past its shutdown grace period: what is left is counted, and `run` returns.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_during_a_persistent_fatal_fault_ends_within_the_grace_period() {
+    shutdown_during_a_fatal_fault(edgecam::config::SpoolMode::Outage).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_during_a_persistent_fatal_fault_without_a_spool_counts_what_is_left() {
+    shutdown_during_a_fatal_fault(edgecam::config::SpoolMode::Off).await;
+}
+
+/// A fault that never clears, then SIGTERM: the run ends within the grace period; with a
+/// spool every accepted frame is kept in it, without one each frame left is counted.
+async fn shutdown_during_a_fatal_fault(mode: edgecam::config::SpoolMode) {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let cluster = MockCluster::new(1).unwrap();
     let topic = unique_topic("fatal-stop");
@@ -417,6 +428,7 @@ async fn shutdown_during_a_persistent_fatal_fault_ends_within_the_grace_period()
     );
     cfg.source.fps = 30.0;
     cfg.pipeline.shutdown_grace_ms = edgecam::config::types::GraceMs::new(2000).unwrap();
+    cfg.spool.mode = mode;
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 10_000],
@@ -440,6 +452,15 @@ async fn shutdown_during_a_persistent_fatal_fault_ends_within_the_grace_period()
     );
     let accepted = metrics.accepted.load(Relaxed);
     assert!(accepted > 0);
+    if mode != edgecam::config::SpoolMode::Off {
+        // Nothing is lost: what was not delivered is in the spool for the next start.
+        assert_eq!(report.sink.undelivered, 0, "{report:?}");
+        assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+        let kept = metrics.spool_records.load(Relaxed);
+        assert!(kept > 0);
+        assert_eq!(metrics.delivered.load(Relaxed) + kept, accepted);
+        return;
+    }
     // The fault never cleared, so frames were left; each is counted, none twice.
     assert!(report.sink.undelivered > 0, "{report:?}");
     assert_eq!(
@@ -467,7 +488,7 @@ async fn file_replay_with_the_default_overflow_drops_nothing() {
          fps = 0\nloop = true\nmax_frames = {n}\n[encode]\nmax_message_bytes = 20000\n\
          [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
     );
-    let cfg = edgecam::config::load_str(&toml, std::iter::empty()).unwrap();
+    let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
     assert_eq!(cfg.pipeline.overflow, edgecam::config::OverflowPolicy::Auto);
     let (metrics, report) = publish(cfg).await;
     assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());

@@ -49,7 +49,7 @@ async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
              [encode]\nquality_max = 90\nquality_min = 30\n[sink]\nkind = \"mqtt\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
         ),
-        std::iter::empty(),
+        common::state_env(),
     )
     .unwrap();
     let live = Arc::new(Live::new(cfg.clone()));
@@ -165,6 +165,7 @@ async fn last_will_says_offline_when_the_agent_is_killed() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")

@@ -42,7 +42,7 @@ fn config(port: u16, device: &str, extra: &str) -> edgecam::config::Config {
              [encode]\nmax_message_bytes = 20000\n[pipeline]\noverflow = \"block\"\n[sink]\nkind = \"mqtt\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nkeep_alive_secs = 5\nsilence_timeout_secs = 10\n"
         ),
-        std::iter::empty(),
+        common::state_env(),
     )
     .unwrap()
 }

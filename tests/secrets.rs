@@ -398,6 +398,7 @@ impl Process {
         let stdout = logs.join("stdout.log");
         let stderr = logs.join("stderr.log");
         let child = Command::new(BIN)
+            .env("STATE_DIRECTORY", common::state_dir())
             .args(args)
             .arg("--config")
             .arg(config)

@@ -46,6 +46,7 @@ fn notify_ready_watchdog_only_while_frames_flow_then_stopping() {
     .unwrap();
     let started = Instant::now();
     let mut child = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)
@@ -117,6 +118,7 @@ fn sighup_changes_fps_and_quality_live_and_rejects_a_bad_file() {
     };
     write(5, 90);
     let child = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
         .args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")

@@ -366,7 +366,14 @@ fn toml_string(s: &str) -> String {
 
 /// Runs the agent to completion and checks every frame was delivered.
 async fn publish(toml: &str) -> (Arc<Metrics>, Duration) {
-    let cfg = edgecam::config::load_str(toml, std::iter::empty()).expect("valid config");
+    let state = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("state")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    let env = [(
+        "STATE_DIRECTORY".to_string(),
+        state.to_string_lossy().into_owned(),
+    )];
+    let cfg = edgecam::config::load_str(toml, env).expect("valid config");
     let metrics = Arc::new(Metrics::default());
     let started = Instant::now();
     let report = tokio::time::timeout(

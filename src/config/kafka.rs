@@ -279,7 +279,8 @@ impl KafkaConfig {
 
     /// The librdkafka producer properties edgecam uses: `acks=all`, idempotence on, the
     /// configured `message.timeout.ms`, `message.max.bytes` at least `max_message_bytes`, a
-    /// bounded local queue, then `kafka.properties` on top. The agent and the bridge both
+    /// bounded local queue, reconnect back-off capped at 1 s, then `kafka.properties` on
+    /// top. The agent and the bridge both
     /// produce with exactly this, and `check-config` has librdkafka check it.
     pub fn producer_config(&self, max_message_bytes: u32) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -293,7 +294,11 @@ impl KafkaConfig {
             )
             // A Pi has little memory: bound librdkafka's own queue (default 1 GB).
             .set("queue.buffering.max.kbytes", "65536")
-            .set("linger.ms", "5");
+            .set("linger.ms", "5")
+            // Reconnect within a second once the network is back (librdkafka's default
+            // backs off to 10 s), so live frames resume quickly after an outage; an attempt
+            // a second while the broker is away costs nothing worth saving.
+            .set("reconnect.backoff.max.ms", "1000");
         for (k, v) in &self.properties {
             c.set(k, v.config_value());
         }

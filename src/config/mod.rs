@@ -31,6 +31,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod secret;
 pub mod source;
+pub mod spool;
 pub mod types;
 
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use mqtt::{MqttConfig, MqttProtocol};
 pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
 pub use secret::{Secret, SecretSource};
 pub use source::{CameraFormat, SourceConfig, SourceKind};
+pub use spool::{SpoolConfig, SpoolMode};
 pub use types::{valid_device_id, DeviceId, Quality, TopicName};
 
 use de::Document;
@@ -78,6 +80,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Which sink publishes frames: Kafka (default) or MQTT.
     pub sink: SinkConfig,
+    /// Frames kept on disk while the sink cannot take them.
+    pub spool: SpoolConfig,
     /// Kafka settings; present when `sink.kind = "kafka"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -109,6 +113,7 @@ struct FileDoc {
     pipeline: Option<PipelineConfig>,
     limits: Option<LimitsConfig>,
     sink: Option<SinkConfig>,
+    spool: Option<SpoolConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
     bridge: Option<BridgeConfig>,
@@ -123,6 +128,7 @@ const TABLES: &[&str] = &[
     "pipeline",
     "limits",
     "sink",
+    "spool",
     "kafka",
     "mqtt",
     "bridge",
@@ -372,6 +378,8 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                     SinkKind::Kafka => mqtt::MqttUser::AgentControl,
                 })?;
             }
+            let mut spool = f.spool.unwrap_or_default();
+            spool.resolve_dir(device.id.as_str(), &cx.base, &cx.env.state_dirs);
             Config {
                 device,
                 source,
@@ -380,6 +388,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 pipeline: f.pipeline.unwrap_or_default(),
                 limits,
                 sink,
+                spool,
                 kafka: kafka.clone(),
                 mqtt: mqtt.clone(),
             }

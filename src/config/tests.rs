@@ -598,3 +598,50 @@ fn sink_and_mqtt_rules_name_the_key() {
         (1883, 1, "edgecam/cam/frame")
     );
 }
+
+#[test]
+fn the_spool_directory_follows_state_directory_then_path_then_xdg_then_home() {
+    use super::spool::SpoolMode;
+    let c = resolve(&min_with(""), no_env()).unwrap();
+    assert_eq!(c.spool.mode, SpoolMode::Outage);
+    assert_eq!(c.spool.max_bytes.get(), 1 << 30);
+    assert_eq!(c.spool.commit_interval_ms.get(), 200);
+    assert_eq!(c.spool.dir, None, "nothing to choose from");
+    let home = resolve(&min_with(""), env(&[("HOME", "/home/pi")])).unwrap();
+    assert_eq!(
+        home.spool.dir.as_deref(),
+        Some(Path::new("/home/pi/.local/state/edgecam/cam-01"))
+    );
+    let xdg = resolve(
+        &min_with(""),
+        env(&[("HOME", "/home/pi"), ("XDG_STATE_HOME", "/xdg")]),
+    )
+    .unwrap();
+    assert_eq!(
+        xdg.spool.dir.as_deref(),
+        Some(Path::new("/xdg/edgecam/cam-01"))
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let l = load_in(
+        tmp.path(),
+        "cam.toml",
+        &min_with("[spool]\npath = \"spool\""),
+        env(&[("HOME", "/home/pi")]),
+    )
+    .unwrap();
+    assert_eq!(l.agent.unwrap().spool.dir, Some(tmp.path().join("spool")));
+    let systemd = resolve(
+        &min_with("[spool]\npath = \"/x\""),
+        env(&[
+            ("STATE_DIRECTORY", "/var/lib/edgecam:/other"),
+            ("HOME", "/h"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        systemd.spool.dir.as_deref(),
+        Some(Path::new("/var/lib/edgecam/cam-01"))
+    );
+    let off = resolve(&min_with("[spool]\nmode = \"off\""), env(&[("HOME", "/h")])).unwrap();
+    assert_eq!(off.spool.dir, None);
+}

@@ -358,3 +358,20 @@ mod tests {
         assert!(!valid_device_id(""));
     }
 }
+bounded!(
+    /// Bytes the spool may hold on disk, 1 MiB–1 TiB (`spool.max_bytes`).
+    SpoolBytes(u64), 1u64 << 20, 1u64 << 40, "bytes"
+);
+bounded!(
+    /// Age after which a spooled frame is dropped, seconds, 1–31,536,000 (a year;
+    /// `spool.max_age_secs`).
+    AgeSecs(u64), 1, 31_536_000, "seconds"
+);
+bounded!(
+    /// Milliseconds, 1–60,000 (`spool.commit_interval_ms`, `spool.spill_after_ms`).
+    SpoolMs(u64), 1, 60_000, "milliseconds"
+);
+bounded!(
+    /// A share, percent, 1–100 (`spool.replay_share_percent`).
+    Percent(u8), 1, 100, "percent"
+);

@@ -216,7 +216,7 @@ impl Encoder {
     fn can_pass_through(&self, jpeg: &JpegImage) -> Option<Quality> {
         if self.encode.codec != Codec::Jpeg
             || !self.encode.passthrough
-            || self.transform.rotate_degrees % 360 != 0
+            || !self.transform.rotate_degrees.is_multiple_of(360)
             || self.target_size(jpeg.width, jpeg.height) != (jpeg.width, jpeg.height)
             || jpeg.data.len() > self.value_budget
         {
@@ -389,7 +389,7 @@ impl Work<'_> {
             });
         }
         let base = self.decoded.as_deref().expect("set above");
-        if (base.width, base.height) == (pw, ph) && self.rotate % 360 == 0 {
+        if (base.width, base.height) == (pw, ph) && self.rotate.is_multiple_of(360) {
             return Ok(base);
         }
         let done = self

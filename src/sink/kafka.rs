@@ -200,6 +200,8 @@ pub struct KafkaSink {
     metrics: Arc<Metrics>,
     /// Rate limit of the "produce failed" warning (a broken producer repeats it).
     warnings: Throttle,
+    /// Where each record's fate is reported.
+    acks: super::AckTx,
 }
 
 /// What happened to the records a sink was given.
@@ -289,7 +291,14 @@ impl KafkaSink {
             max_in_flight: cfg.max_in_flight.get(),
             metrics,
             warnings: Throttle::frames(),
+            acks: super::AckTx::default(),
         })
+    }
+
+    /// Reports every record's fate to `acks` (see [`super::Sink`]).
+    pub fn with_acks(mut self, acks: super::AckTx) -> Self {
+        self.acks = acks;
+        self
     }
 
     /// The frame topic.
@@ -324,6 +333,7 @@ impl KafkaSink {
         deadline: &mut Deadline,
     ) -> Result<Option<InFlight>, Outgoing> {
         let Some(topic) = self.topic_for(out.destination).map(str::to_string) else {
+            self.acks.rejected(&out);
             return Ok(None);
         };
         loop {
@@ -366,6 +376,7 @@ impl KafkaSink {
             if class == ErrorClass::RecordRefused {
                 tracing::error!(error = %error, "record rejected by the producer; dropped");
                 self.metrics.drop_frame(DropReason::DeliveryRejected);
+                self.acks.rejected(&out);
                 return Ok(None);
             }
             if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
@@ -385,11 +396,17 @@ impl KafkaSink {
     fn on_delivered(&self, out: &Outgoing, report: &mut SinkReport) {
         let topic = self.topic_for(out.destination).unwrap_or_default();
         *report.delivered.entry(topic.to_string()).or_default() += 1;
+        self.acks.delivered(out);
         if out.destination == Destination::Frames {
             super::count_delivered(out, &self.metrics);
         } else {
             self.metrics.error_records.fetch_add(1, Relaxed);
         }
+    }
+
+    /// The in-flight window, `kafka.max_in_flight`.
+    pub fn window(&self) -> usize {
+        self.max_in_flight
     }
 
     /// Publishes everything received on `rx` until it closes, then waits for the delivery
@@ -444,6 +461,7 @@ impl KafkaSink {
                         ErrorClass::RecordRefused => {
                             tracing::error!(error = %e, seq, "Kafka rejected the record; dropped");
                             self.metrics.drop_frame(DropReason::DeliveryRejected);
+                            self.acks.rejected(&out);
                             None
                         }
                         class => {
@@ -485,9 +503,30 @@ impl KafkaSink {
             &mut rx,
             input_open,
             &self.metrics,
+            &self.acks,
         );
         report.undelivered = left;
         let _ = self.producer.get().flush(Duration::from_millis(100));
         report
+    }
+}
+
+impl super::Sink for KafkaSink {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn window(&self) -> usize {
+        self.max_in_flight
+    }
+
+    fn run(
+        self: Box<Self>,
+        rx: mpsc::Receiver<Outgoing>,
+        acks: super::AckTx,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> futures::future::BoxFuture<'static, SinkReport> {
+        Box::pin(self.with_acks(acks).run(rx, shutdown, grace))
     }
 }

@@ -23,16 +23,81 @@ pub struct Outgoing {
     pub record: FrameRecord,
     /// When the frame was captured (for capture-to-delivery latency).
     pub captured_at: std::time::SystemTime,
+    /// The forwarder's handle for this record, echoed in its [`Ack`] (0 when untracked).
+    pub ticket: u64,
+}
+
+/// What became of one record a sink was given, by [`Outgoing::ticket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// The broker acknowledged it (Kafka delivery report, MQTT PUBACK, or sent at QoS 0).
+    Delivered(u64),
+    /// It can never be delivered (refused for good, or no destination); the sink counted
+    /// the drop.
+    Rejected(u64),
+}
+
+/// Where a sink reports each record's [`Ack`]; a default `AckTx` reports nowhere.
+#[derive(Debug, Clone, Default)]
+pub struct AckTx(Option<tokio::sync::mpsc::UnboundedSender<Ack>>);
+
+impl AckTx {
+    /// Reports to `tx`.
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Ack>) -> Self {
+        AckTx(Some(tx))
+    }
+
+    /// `true` when someone listens: what the sink still holds at shutdown is then theirs
+    /// to keep (the spool), not a drop.
+    pub fn tracked(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Reports `out` delivered.
+    pub fn delivered(&self, out: &Outgoing) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Ack::Delivered(out.ticket));
+        }
+    }
+
+    /// Reports `out` rejected.
+    pub fn rejected(&self, out: &Outgoing) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(Ack::Rejected(out.ticket));
+        }
+    }
+}
+
+/// A sink: takes records from a channel, delivers them with its own retries, and reports
+/// each record's fate as an [`Ack`]. Implemented by [`kafka::KafkaSink`] and
+/// [`mqtt::MqttSink`]; the forwarder ([`crate::forward`]) stands in front of either.
+pub trait Sink: Send {
+    /// The frame topic.
+    fn topic(&self) -> &str;
+    /// Records the sink keeps in flight at most (`kafka.max_in_flight`,
+    /// `mqtt.max_in_flight`).
+    fn window(&self) -> usize;
+    /// Delivers what arrives on `rx` until it closes and everything is acknowledged, or
+    /// until `grace` after `shutdown` is cancelled; every record's fate goes to `acks`.
+    fn run(
+        self: Box<Self>,
+        rx: tokio::sync::mpsc::Receiver<Outgoing>,
+        acks: AckTx,
+        shutdown: tokio_util::sync::CancellationToken,
+        grace: std::time::Duration,
+    ) -> futures::future::BoxFuture<'static, kafka::SinkReport>;
 }
 
 /// What a sink still holds when it stops: `in_flight` records awaiting acknowledgement plus,
 /// when its input was still open, whatever waits in `rx` (which is closed). Anything left is
-/// logged and counted as `undelivered_at_shutdown`; returns the count.
+/// logged and, unless `acks` is tracked (the forwarder spools it), counted as
+/// `undelivered_at_shutdown`; returns the count.
 pub(crate) fn count_undelivered(
     in_flight: usize,
     rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
     input_open: bool,
     metrics: &crate::metrics::Metrics,
+    acks: &AckTx,
 ) -> u64 {
     let mut left = in_flight as u64;
     if input_open {
@@ -41,7 +106,12 @@ pub(crate) fn count_undelivered(
             left += 1;
         }
     }
-    if left > 0 {
+    if left > 0 && acks.tracked() {
+        tracing::info!(
+            undelivered = left,
+            "shutdown grace period over; records not yet delivered stay in the spool"
+        );
+    } else if left > 0 {
         tracing::error!(
             undelivered = left,
             "shutdown grace period over; records left undelivered"

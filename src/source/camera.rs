@@ -174,7 +174,7 @@ fn to_image(buf: &Buffer, limits: &Limits) -> Result<Image, SourceError> {
             // aligns rows), anything else as unpadded rows plus tail padding.
             let min_stride = w.div_ceil(2) * 4;
             let stride = match data.len().checked_div(h) {
-                Some(s) if data.len() % h == 0 && s >= min_stride => s,
+                Some(s) if data.len().is_multiple_of(h) && s >= min_stride => s,
                 _ => min_stride,
             };
             let rgb = yuyv_to_rgb8(data, w, h, stride).ok_or_else(|| {

@@ -182,6 +182,7 @@ pub fn decode_body(body: &[u8]) -> Result<(u64, Outgoing), FormatError> {
                 value,
             },
             captured_at,
+            ticket: 0,
         },
     ))
 }
@@ -340,6 +341,7 @@ pub(crate) mod tests {
                 ),
             },
             captured_at: UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_000 + id),
+            ticket: 0,
         }
     }
 

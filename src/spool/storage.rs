@@ -38,6 +38,8 @@ pub struct DirStorage {
     dir: PathBuf,
     /// Open handles of files appended to (the active segment).
     open: HashMap<String, File>,
+    /// The held `lock` file, once [`DirStorage::lock`] succeeded.
+    lock: Option<File>,
 }
 
 impl DirStorage {
@@ -63,7 +65,37 @@ impl DirStorage {
         Ok(DirStorage {
             dir: dir.to_path_buf(),
             open: HashMap::new(),
+            lock: None,
         })
+    }
+
+    /// Takes an exclusive advisory lock (`flock`) on file `lock` in the directory, held
+    /// until this value is dropped, so two agents never share a spool.
+    ///
+    /// Errors: [`io::ErrorKind::WouldBlock`] with a message naming the directory when
+    /// another process holds it; other I/O errors as they come.
+    pub fn lock(&mut self) -> io::Result<()> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.path("lock"))?;
+        match f.try_lock() {
+            Ok(()) => {
+                self.lock = Some(f);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool directory {} is in use by another edgecam process (give each \
+                     device its own spool.path)",
+                    self.dir.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// The directory.
@@ -355,6 +387,13 @@ mod tests {
         s.remove("x").unwrap();
         s.remove("x").unwrap();
         assert_eq!(s.list().unwrap(), ["state"]);
+        s.lock().unwrap();
+        let mut other = DirStorage::open(&dir).unwrap();
+        let e = other.lock().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(e.to_string().contains("in use by another edgecam"), "{e}");
+        drop(s);
+        other.lock().unwrap();
         std::fs::write(tmp.path().join("file"), b"").unwrap();
         assert!(DirStorage::open(&tmp.path().join("file")).is_err());
     }

@@ -122,3 +122,18 @@ pub fn check_complete(recs: &[Rec], n: usize) {
     let ids: HashSet<&str> = recs.iter().map(|r| r.h("edgecam.frame_id")).collect();
     assert_eq!(ids.len(), n);
 }
+
+/// A fresh directory for one agent's spool, under cargo's per-target temp directory, for
+/// `STATE_DIRECTORY`: every agent a test starts gets its own spool and `edgecam.seq`.
+pub fn state_dir() -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("state")
+        .join(uuid::Uuid::now_v7().simple().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.to_string_lossy().into_owned()
+}
+
+/// The environment of [`state_dir`], for `config::load_str`.
+pub fn state_env() -> [(String, String); 1] {
+    [("STATE_DIRECTORY".to_string(), state_dir())]
+}

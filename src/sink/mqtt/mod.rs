@@ -177,6 +177,7 @@ pub struct MqttSink {
     max_payload_bytes: u32,
     metrics: Arc<Metrics>,
     control: Option<(Arc<Live>, ControlTopics)>,
+    acks: super::AckTx,
 }
 
 /// How often the retained state document is refreshed.
@@ -201,7 +202,14 @@ impl MqttSink {
             max_payload_bytes: max_message_bytes,
             metrics,
             control: None,
+            acks: super::AckTx::default(),
         }
+    }
+
+    /// Reports every frame's fate to `acks` (see [`super::Sink`]).
+    pub fn with_acks(mut self, acks: super::AckTx) -> Self {
+        self.acks = acks;
+        self
     }
 
     /// Also runs the control plane (when `mqtt.control` is on): subscribes to
@@ -287,6 +295,7 @@ impl MqttSink {
     fn delivered(&self, out: &Outgoing, report: &mut SinkReport) {
         *report.delivered.entry(self.topic.clone()).or_default() += 1;
         super::count_delivered(out, &self.metrics);
+        self.acks.delivered(out);
     }
 
     /// Publishes everything received on `rx` until it closes and every frame is
@@ -394,8 +403,8 @@ impl MqttSink {
                     }
                     msg = rx.recv(), if can_take => match msg {
                         Some(out) if out.destination == Destination::Errors => {
-                            let _ = out;
                             self.metrics.drop_frame(DropReason::DeliveryRejected);
+                            self.acks.rejected(&out);
                         }
                         Some(out) => {
                             let sent = self.publish_frame(&client, &out).await;
@@ -459,8 +468,29 @@ impl MqttSink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let left = super::count_undelivered(ledger.len(), &mut rx, input_open, &self.metrics);
+        let left =
+            super::count_undelivered(ledger.len(), &mut rx, input_open, &self.metrics, &self.acks);
         report.undelivered = left;
         report
+    }
+}
+
+impl super::Sink for MqttSink {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn window(&self) -> usize {
+        self.cfg.max_in_flight.get() as usize
+    }
+
+    fn run(
+        self: Box<Self>,
+        rx: mpsc::Receiver<Outgoing>,
+        acks: super::AckTx,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> futures::future::BoxFuture<'static, SinkReport> {
+        Box::pin((*self).with_acks(acks).run(rx, shutdown, grace))
     }
 }
