@@ -249,6 +249,7 @@ impl<S: Storage> Forwarder<S> {
     /// frames, retries what waits in memory, and updates the gauges.
     pub fn tick(&mut self, now: Instant, wall: SystemTime) {
         if !self.spooling() {
+            self.gauges();
             return;
         }
         if self.opts.mode == SpoolMode::Outage {
@@ -339,6 +340,10 @@ impl<S: Storage> Forwarder<S> {
     }
 
     fn gauges(&self) {
+        self.metrics.unacked.store(
+            (self.in_window() + self.memory.len() + self.uncommitted.len()) as u64,
+            Relaxed,
+        );
         if let Some(s) = &self.spool {
             let st = s.stats();
             self.metrics.spool_records.store(st.records, Relaxed);

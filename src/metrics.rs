@@ -123,6 +123,9 @@ pub struct Metrics {
     /// Spool write or sync failures (counter); each is logged, and the records stay in
     /// memory while there is room.
     pub spool_errors: AtomicU64,
+    /// Records the forwarder tracks that are not yet delivered: with the sink, waiting for
+    /// it, or in memory (gauge; the spool's backlog is `spool_records`).
+    pub unacked: AtomicU64,
     /// Records in the spool not yet delivered (gauge).
     pub spool_records: AtomicU64,
     /// Bytes of the spool's files (gauge).

@@ -64,6 +64,11 @@ pub fn status_line(metrics: &Metrics, fps: f64) -> String {
     s
 }
 
+/// Records delivered or written to the spool so far.
+fn moved(metrics: &Metrics) -> u64 {
+    metrics.delivered.load(Relaxed) + metrics.spooled.load(Relaxed)
+}
+
 /// Talks to systemd until `shutdown` is cancelled, then sends `STOPPING=1`. Returns at once
 /// (doing nothing) outside systemd. Run it as its own task beside the pipeline.
 pub async fn supervise(metrics: Arc<Metrics>, shutdown: CancellationToken) {
@@ -75,6 +80,7 @@ pub async fn supervise(metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let tick = watchdog.map_or(STATUS_INTERVAL, |p| (p / 2).max(Duration::from_millis(10)));
     let mut ready_sent = false;
     let mut last_captured = metrics.captured.load(Relaxed);
+    let mut last_moved = moved(&metrics);
     let mut last_at = Instant::now();
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +102,13 @@ pub async fn supervise(metrics: Arc<Metrics>, shutdown: CancellationToken) {
         let captured = metrics.captured.load(Relaxed);
         let fps = (captured - last_captured) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
         let status = status_line(&metrics, fps);
-        if watchdog.is_some() && captured > last_captured {
+        // End-to-end progress: frames are captured, and they are delivered or safely
+        // spooled (or nothing waits: paused, or all delivered). A wedged sink without a
+        // spool to take its frames stops the pings, and systemd restarts the service.
+        let now_moved = moved(&metrics);
+        let flowing = now_moved > last_moved || metrics.unacked.load(Relaxed) == 0;
+        last_moved = now_moved;
+        if watchdog.is_some() && captured > last_captured && flowing {
             send(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
         } else {
             send(&[NotifyState::Status(&status)]);

@@ -178,3 +178,78 @@ fn sighup_changes_fps_and_quality_live_and_rejects_a_bad_file() {
         "frames kept flowing"
     );
 }
+
+/// Runs the agent for 5 s against a broker that is down from the start, at 20 fps, and
+/// returns the times (after READY) of its WATCHDOG pings.
+fn watchdog_pings_with_the_broker_down(spool_mode: &str) -> Vec<Duration> {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("wedged");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let cfg = dir.path().join("cam.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nid = \"cam\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nloop = true\n\
+             fps = 20\n[encode]\nmax_message_bytes = 20000\n[pipeline]\noverflow = \"drop_oldest\"\n\
+             shutdown_grace_ms = 500\n[spool]\nmode = \"{spool_mode}\"\n\
+             [kafka]\nbootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n",
+            cluster.bootstrap_servers()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .env("STATE_DIRECTORY", common::state_dir())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready_at = None;
+    let mut pings = Vec::new();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(6) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.contains("READY=1") {
+                ready_at = Some(Instant::now());
+            }
+            if m.contains("WATCHDOG=1") {
+                pings.push(ready_at.expect("READY first").elapsed());
+            }
+        }
+    }
+    kill(child.id(), "-TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(ready_at.is_some());
+    let _ = out;
+    pings
+}
+
+/// The watchdog follows end-to-end progress: with the broker down and no spool, frames are
+/// captured but go nowhere, so the pings stop (systemd would restart the wedged agent);
+/// with the spool taking the frames, the pings go on.
+#[test]
+fn watchdog_pings_only_while_frames_are_delivered_or_spooled() {
+    let without = watchdog_pings_with_the_broker_down("off");
+    let late: Vec<&Duration> = without
+        .iter()
+        .filter(|t| **t > Duration::from_secs(1))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "pinged with nowhere to put frames: {without:?}"
+    );
+    let with = watchdog_pings_with_the_broker_down("outage");
+    let late = with.iter().filter(|t| **t > Duration::from_secs(3)).count();
+    assert!(late >= 3, "no pings while spooling: {with:?}");
+}
