@@ -103,6 +103,7 @@ pub struct Forwarder<S: Storage = DirStorage> {
     last_live: Option<Instant>,
     last_expire: Option<Instant>,
     last_retry: Option<Instant>,
+    last_commit: Option<Instant>,
     /// A write failure was logged; the next success is logged too.
     failing: bool,
 }
@@ -123,6 +124,7 @@ impl<S: Storage> Forwarder<S> {
             last_live: None,
             last_expire: None,
             last_retry: None,
+            last_commit: None,
             failing: false,
         };
         f.gauges();
@@ -269,8 +271,11 @@ impl<S: Storage> Forwarder<S> {
             }
         }
         let spool = self.spool.as_mut().expect("spooling");
-        let due = now.duration_since(spool.last_commit()) >= self.opts.commit_interval;
+        let due = self
+            .last_commit
+            .is_none_or(|t| now.duration_since(t) >= self.opts.commit_interval);
         if spool.uncommitted() > 0 && due {
+            self.last_commit = Some(now);
             self.commit();
         }
         // What waits in memory goes back to the spool once it can write again (while

@@ -20,6 +20,8 @@ pub trait Storage: Send {
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
     /// `len` bytes of `name` from byte `offset`.
     fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The length of `name`, bytes.
+    fn len(&self, name: &str) -> io::Result<u64>;
     /// Appends `data` to `name`, creating it (durably) when missing. Not yet synced.
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended to `name` durable (`fdatasync`).
@@ -159,6 +161,10 @@ impl Storage for DirStorage {
             None => File::open(self.path(name))?.read_exact_at(&mut buf, offset)?,
         }
         Ok(buf)
+    }
+
+    fn len(&self, name: &str) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.path(name))?.len())
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
@@ -302,6 +308,14 @@ impl Storage for MemStorage {
             .get(start..start + len)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+
+    fn len(&self, name: &str) -> io::Result<u64> {
+        let st = self.0.lock().unwrap();
+        st.files
+            .get(name)
+            .map(|f| f.data.len() as u64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {

@@ -178,6 +178,9 @@ impl Storage for FailingSync {
     fn read_at(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.mem.read_at(name, offset, len)
     }
+    fn len(&self, name: &str) -> io::Result<u64> {
+        self.mem.len(name)
+    }
     fn append(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
         self.mem.append(name, data)
     }
@@ -406,4 +409,32 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_damaged_body_in_an_older_segment_is_dropped_at_replay_and_counted() {
+    let mem = MemStorage::new();
+    let o = opts(1 << 20, 2048);
+    let (mut s, _) = Spool::open(mem.clone(), o).unwrap();
+    for i in 0..12 {
+        s.append(&sample(i, 400), false).unwrap();
+    }
+    s.commit().unwrap();
+    drop(s);
+    let mut segs: Vec<String> = mem
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3);
+    // The second record's body of the first segment.
+    let rec_len = format::encode(0, &sample(0, 400)).unwrap().len();
+    mem.edit(&segs[0], |d| d[rec_len + 200] ^= 0x40);
+    let (mut s, rec) = Spool::open(mem, o).unwrap();
+    assert_eq!((rec.records, rec.corrupt), (12, 0), "headers only at open");
+    let got: Vec<u64> = drain(&mut s).iter().map(|g| g.1).collect();
+    assert_eq!(got, [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(s.take_dropped().corrupt, 1);
 }
