@@ -6,7 +6,8 @@
 //!
 //! The data path, one module each:
 //! [`source`] → [`pipeline`] (bounded queue, overflow policy) → [`encode`] (transforms,
-//! budget controller, codecs) → [`sink`] (Kafka producer, delivery reports).
+//! budget controller, codecs) → [`forward`] (per-record acks, live first, the on-disk
+//! [`spool`]) → [`sink`] (Kafka producer or MQTT client, delivery reports).
 //! [`config`] resolves and validates one TOML file per device before anything opens.
 
 pub mod bench;

@@ -341,3 +341,119 @@ async fn a_file_replay_delivers_all_300_frames_without_spooling() {
     let seqs: HashSet<u64> = seen.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, (0..300).collect::<HashSet<_>>());
 }
+
+/// Waits (at most 30 s, else fails) until `f` holds.
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) at `dir`. Needs root, as CI
+    /// has; anything else fails the test.
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t tmpfs failed (the test needs root)");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The disk fills up during an outage (a 256 KB tmpfs): a clear error, the agent keeps
+/// running with frames in memory, and spooling resumes once there is space again; when the
+/// broker returns, frames are delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_keeps_the_agent_running_and_spooling_resumes_with_space() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("enospc");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.broker_down(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(&dir.path().join("spool"), "256k");
+    let toml = format!(
+        "[device]\nid = \"shed\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 20\n\
+         loop = true\n[encode]\nmax_message_bytes = 20000\n[pipeline]\noverflow = \"drop_oldest\"\n\
+         queue_frames = 64\nshutdown_grace_ms = 1000\n[spool]\npath = {}\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n",
+        toml::Value::String(fs.0.display().to_string())
+    );
+    let cfg = edgecam::config::load_str(&toml, std::iter::empty()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(edgecam::pipeline::run(cfg, stop.clone(), metrics.clone()));
+    wait_for("a failed spool write", || {
+        metrics.spool_errors.load(Relaxed) > 0
+    })
+    .await;
+    assert!(!run.is_finished(), "the agent keeps running");
+    let error = metrics.last_error().unwrap_or_default();
+    assert!(error.contains("No space left"), "{error}");
+    let before = metrics.spooled.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fs.resize("64m");
+    wait_for("spooling again", || {
+        metrics.spooled.load(Relaxed) > before + 40
+    })
+    .await;
+    cluster.broker_up(1).unwrap();
+    let delivered_before = metrics.delivered.load(Relaxed);
+    wait_for("deliveries after the outage", || {
+        metrics.delivered.load(Relaxed) > delivered_before + 40
+    })
+    .await;
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    // What memory could not hold while the disk was full is counted, nothing else lost
+    // (a live source may also have dropped frames at the queue while the encoder lagged).
+    use edgecam::metrics::DropReason;
+    let dropped = metrics.dropped();
+    assert!(
+        dropped.keys().all(|r| matches!(
+            r,
+            DropReason::SpoolWriteFailed | DropReason::QueueFullOldest
+        )),
+        "{dropped:?}"
+    );
+}
