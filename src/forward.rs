@@ -81,6 +81,9 @@ struct Held {
     spool_id: Option<u64>,
     /// From the backlog or the memory overflow, not live.
     replay: bool,
+    /// Its spool copy was dropped to make room: not spilled again (it is among the oldest),
+    /// only spooled again at shutdown if still undelivered.
+    evicted: bool,
 }
 
 /// The delivery state machine (see the module documentation).
@@ -178,7 +181,16 @@ impl<S: Storage> Forwarder<S> {
     /// Appends to the spool; the record comes back on failure (logged, counted).
     fn append(&mut self, out: &Outgoing, with_sink: bool) -> Result<u64, Outgoing> {
         let spool = self.spool.as_mut().expect("spooling");
-        match spool.append(out, with_sink) {
+        let appended = spool.append(out, with_sink);
+        for id in spool.take_evicted() {
+            if let Some(h) = self.held.values_mut().find(|h| h.spool_id == Some(id)) {
+                h.spool_id = None;
+                h.evicted = true;
+            } else if let Some(r) = self.ready.iter_mut().find(|r| r.1 == Some(id)) {
+                r.1 = None;
+            }
+        }
+        match appended {
             Ok(id) => {
                 self.metrics.spooled.fetch_add(1, Relaxed);
                 if self.failing {
@@ -423,6 +435,7 @@ impl<S: Storage> Forwarder<S> {
                 sent_at: now,
                 spool_id,
                 replay,
+                evicted: false,
             },
         );
         copy

@@ -457,3 +457,83 @@ async fn a_full_disk_keeps_the_agent_running_and_spooling_resumes_with_space() {
         "{dropped:?}"
     );
 }
+
+/// A long outage fills a small spool (1 MiB): the oldest frames go first, each one counted
+/// as `spool_full`; the files never pass `max_bytes` plus one segment; after the broker's
+/// return every frame is either read back or counted, and every lost frame is older than
+/// every replayed one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spool_drops_the_oldest_counts_each_and_stays_bounded() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("spoolfull");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let state = common::state_dir();
+    let frames = 200u64;
+    let max_bytes = 1u64 << 20;
+    let toml = format!(
+        "[device]\nid = \"gate\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 15\n\
+         loop = true\nmax_frames = {frames}\n[encode]\nmax_message_bytes = 20000\n\
+         [pipeline]\noverflow = \"drop_oldest\"\nqueue_frames = 64\n[spool]\nmax_bytes = {max_bytes}\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
+    );
+    let env = [("STATE_DIRECTORY".to_string(), state.clone())];
+    let cfg = edgecam::config::load_str(&toml, env).unwrap();
+    cluster.broker_down(1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let read = reader(&bootstrap, &topic, stop.clone(), Duration::from_secs(3));
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        CancellationToken::new(),
+        metrics.clone(),
+    ));
+    let dir = std::path::Path::new(&state).join("gate");
+    let bound = max_bytes + (128 << 10); // one segment: max_bytes / 8
+    let mut largest = 0u64;
+    while metrics.accepted.load(Relaxed) < frames {
+        let size: u64 = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        largest = largest.max(size);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        largest <= bound,
+        "spool grew to {largest} bytes, bound {bound}"
+    );
+    assert!(largest > max_bytes / 2, "the spool was used: {largest}");
+    cluster.broker_up(1).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop.store(true, Relaxed);
+    let seen = read.join().unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    let dropped = metrics.dropped();
+    let full = dropped
+        .get(&edgecam::metrics::DropReason::SpoolFull)
+        .copied()
+        .unwrap_or(0);
+    assert!(full > 0, "{dropped:?}");
+    assert_eq!(metrics.dropped_total(), full, "{dropped:?}");
+    let got: HashSet<u64> = seen.iter().map(|s| s.seq).collect();
+    let missing: Vec<u64> = (0..frames).filter(|s| !got.contains(s)).collect();
+    assert_eq!(missing.len() as u64, full, "each lost frame counted once");
+    let first_replayed = seen
+        .iter()
+        .filter(|s| s.replayed)
+        .map(|s| s.seq)
+        .min()
+        .unwrap();
+    assert!(
+        missing.iter().all(|m| *m < first_replayed),
+        "the oldest went first: lost {missing:?}, replay from {first_replayed}"
+    );
+}

@@ -165,6 +165,9 @@ pub struct Spool<S: Storage = DirStorage> {
     uncommitted: Vec<u64>,
     total_bytes: u64,
     dropped: Dropped,
+    /// Records the sink held when their segment was dropped to make room: not lost (the
+    /// sink still has them), but no longer on disk. See [`Spool::take_evicted`].
+    evicted: Vec<u64>,
     last_commit: Instant,
 }
 
@@ -276,6 +279,7 @@ impl<S: Storage> Spool<S> {
             uncommitted: Vec::new(),
             total_bytes: 0,
             dropped: Dropped::default(),
+            evicted: Vec::new(),
             last_commit: Instant::now(),
         };
         for s in &spool.segments {
@@ -507,6 +511,13 @@ impl<S: Storage> Spool<S> {
         }
     }
 
+    /// Ids of records the sink held whose segment was dropped to make room, since the last
+    /// call: they are not counted as dropped, and whoever holds them must spool them again
+    /// if the sink gives them back.
+    pub fn take_evicted(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.evicted)
+    }
+
     /// What was dropped since the last call.
     pub fn take_dropped(&mut self) -> Dropped {
         std::mem::take(&mut self.dropped)
@@ -574,8 +585,11 @@ impl<S: Storage> Spool<S> {
         self.total_bytes -= s.bytes;
         for e in s.entries.iter().filter(|e| !e.done) {
             self.backlog.remove(&e.id);
-            self.with_sink.remove(&e.id);
-            self.dropped.full += 1;
+            if self.with_sink.remove(&e.id) {
+                self.evicted.push(e.id);
+            } else {
+                self.dropped.full += 1;
+            }
         }
         if self.segments.is_empty() {
             self.appending = false;

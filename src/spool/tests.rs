@@ -438,3 +438,18 @@ fn a_damaged_body_in_an_older_segment_is_dropped_at_replay_and_counted() {
     assert_eq!(got, [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     assert_eq!(s.take_dropped().corrupt, 1);
 }
+
+#[test]
+fn records_the_sink_holds_are_evicted_not_counted_when_the_spool_is_full() {
+    let (mut s, _) = Spool::open(MemStorage::new(), opts(16 * 1024, 2048)).unwrap();
+    let held = s.append(&sample(0, 900), true).unwrap();
+    for i in 1..60 {
+        s.append(&sample(i, 900), false).unwrap();
+    }
+    let evicted = s.take_evicted();
+    assert_eq!(evicted, vec![held]);
+    let kept = s.stats().records;
+    // 60 appended: the held one evicted (not lost), the rest either kept or counted.
+    assert_eq!(s.take_dropped().full + kept + 1, 60);
+    assert!(s.take_evicted().is_empty());
+}
