@@ -799,4 +799,102 @@ mod tests {
         f.accept(sample(2, 10), t0);
         assert_eq!(f.finish(), 2);
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A live record from the encoder.
+        Accept,
+        /// The sink delivers the i-th record it holds (modulo how many).
+        Deliver(usize),
+        /// The sink refuses the i-th record for good.
+        Reject(usize),
+        /// Time passes, milliseconds.
+        Wait(u64),
+        /// Clean stop and start: finish, reopen the spool, a new forwarder.
+        Restart,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Accept),
+            3 => any::<usize>().prop_map(Op::Deliver),
+            1 => any::<usize>().prop_map(Op::Reject),
+            2 => (1u64..3000).prop_map(Op::Wait),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+        /// Against a model, in `outage` and `always` mode: whatever the sink does and
+        /// whenever the agent restarts cleanly, the sink never holds more than its window,
+        /// and once the sink delivers everything, every accepted record has been delivered
+        /// or rejected (never lost), and the spool ends empty.
+        #[test]
+        fn no_accepted_record_is_lost(
+            always in proptest::bool::ANY,
+            ops in proptest::collection::vec(op(), 1..80),
+        ) {
+            let mode = if always { SpoolMode::Always } else { SpoolMode::Outage };
+            let mem = MemStorage::new();
+            let mut f = forwarder(mode, 4, &mem);
+            let mut now = Instant::now();
+            let mut sink: Vec<Outgoing> = Vec::new();
+            let mut next = 0u64;
+            let mut done: BTreeSet<u64> = BTreeSet::new();
+            let pump = |f: &mut Forwarder<MemStorage>, sink: &mut Vec<Outgoing>, now: Instant| {
+                while let Some(o) = f.next_send(now, SystemTime::now(), false) {
+                    sink.push(o);
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Accept => {
+                        f.accept(sample(next, 300), now);
+                        next += 1;
+                    }
+                    Op::Deliver(i) | Op::Reject(i) if !sink.is_empty() => {
+                        let o = sink.remove(i % sink.len());
+                        done.insert(seq(&o));
+                        f.on_ack(if matches!(op, Op::Deliver(_)) {
+                            Ack::Delivered(o.ticket)
+                        } else {
+                            Ack::Rejected(o.ticket)
+                        });
+                    }
+                    Op::Deliver(_) | Op::Reject(_) => {}
+                    Op::Wait(ms) => {
+                        now += Duration::from_millis(ms);
+                        f.tick(now, SystemTime::now());
+                    }
+                    Op::Restart => {
+                        // The sink gives up what it holds undelivered.
+                        sink.clear();
+                        proptest::prop_assert_eq!(f.finish(), 0);
+                        f = forwarder(mode, 4, &mem);
+                    }
+                }
+                pump(&mut f, &mut sink, now);
+                proptest::prop_assert!(sink.len() <= 4, "window exceeded: {}", sink.len());
+            }
+            // The broker is healthy from now on: deliver everything.
+            for _ in 0..10_000 {
+                now += Duration::from_millis(250);
+                f.tick(now, SystemTime::now());
+                pump(&mut f, &mut sink, now);
+                for o in sink.drain(..) {
+                    done.insert(seq(&o));
+                    f.on_ack(Ack::Delivered(o.ticket));
+                }
+                if !f.pending() {
+                    break;
+                }
+            }
+            let all: BTreeSet<u64> = (0..next).collect();
+            proptest::prop_assert_eq!(&done, &all);
+            f.tick(now + Duration::from_secs(1), SystemTime::now());
+            proptest::prop_assert_eq!(f.metrics.spool_records.load(Relaxed), 0);
+        }
+    }
 }
