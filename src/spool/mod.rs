@@ -172,6 +172,10 @@ pub struct Spool<S: Storage = DirStorage> {
 }
 
 const SEGMENT_SUFFIX: &str = ".seg";
+/// A fully acknowledged newest segment of at least this many bytes is unlinked at once
+/// rather than when it fills: acknowledgements are not written to disk (except at a clean
+/// close), so this bounds what a crash makes the next start send again.
+pub const RETIRE_ACKED_BYTES: u64 = 256 << 10;
 const ACKED_FILE: &str = "acked";
 
 fn segment_name(first_id: u64) -> String {
@@ -419,6 +423,17 @@ impl<S: Storage> Spool<S> {
     /// Errors: unlinking a segment failed.
     pub fn ack(&mut self, id: u64) -> io::Result<()> {
         self.finish(id);
+        // The newest segment, fully acknowledged and past [`RETIRE_ACKED_BYTES`]: retire it
+        // now (the next append starts a new one), so a crash resends at most that much.
+        if let Some(last) = self.segments.back() {
+            if self.appending
+                && last.live == 0
+                && self.uncommitted.is_empty()
+                && last.bytes >= RETIRE_ACKED_BYTES.min(self.opts.segment_bytes)
+            {
+                self.appending = false;
+            }
+        }
         self.unlink_done()
     }
 
