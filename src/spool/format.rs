@@ -250,7 +250,12 @@ pub fn scan(buf: &[u8]) -> Scan {
     // Damage seen since the last intact record, not yet counted.
     let mut pending_damage = 0u64;
     while pos < buf.len() {
-        let Some(len) = check_header(&buf[pos..]) else {
+        // A damaged header, or a body cut short (torn, unless a valid header follows inside
+        // it): resynchronise on the next valid header.
+        let end = check_header(&buf[pos..])
+            .map(|len| pos + HEADER_LEN + len)
+            .filter(|&end| end <= buf.len());
+        let Some(end) = end else {
             pending_damage += 1;
             match next_header(buf, pos + 1) {
                 Some(p) => {
@@ -260,18 +265,6 @@ pub fn scan(buf: &[u8]) -> Scan {
                 None => break,
             }
         };
-        let end = pos + HEADER_LEN + len;
-        if end > buf.len() {
-            // Body cut short: torn, unless a valid header follows inside it.
-            pending_damage += 1;
-            match next_header(buf, pos + 1) {
-                Some(p) => {
-                    pos = p;
-                    continue;
-                }
-                None => break,
-            }
-        }
         let body = &buf[pos + HEADER_LEN..end];
         let bcrc = u32::from_le_bytes(buf[pos + 12..pos + 16].try_into().unwrap());
         let intact = crc32fast::hash(body) == bcrc;
@@ -282,7 +275,7 @@ pub fn scan(buf: &[u8]) -> Scan {
                 pending_damage = 0;
                 s.records.push(Found {
                     offset: pos as u64,
-                    len: (HEADER_LEN + len) as u32,
+                    len: (end - pos) as u32,
                     id,
                     captured_us: micros(out.captured_at),
                 });
