@@ -363,7 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::BenchSpool { dir } => {
             let table =
-                tokio::task::spawn_blocking(move || edgecam::spool::bench::run(&dir)).await??;
+                tokio::task::spawn_blocking(move || edgecam::bench::spool::run(&dir)).await??;
             println!("{table}");
             Ok(ExitCode::SUCCESS)
         }

@@ -23,7 +23,6 @@
 //! acknowledged records of a kept segment are sent again (at-least-once: `edgecam.frame_id`
 //! tells the copies).
 
-pub mod bench;
 pub mod format;
 pub mod seq;
 pub mod storage;

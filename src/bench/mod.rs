@@ -21,6 +21,8 @@
 //! Missing input files turn their rows into `skipped (file missing)`; a failure in one row is
 //! written into that row and the others still run.
 
+pub mod spool;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::{DirStorage, MemStorage, Spool, SpoolOptions};
 use crate::forward::{ForwardOptions, Forwarder};
 use crate::metrics::Metrics;
 use crate::record::{header, FrameRecord};
 use crate::sink::{Ack, Destination, Outgoing};
+use crate::spool::{DirStorage, MemStorage, Spool, SpoolOptions};
 
 /// A frame record of `value_len` bytes of incompressible-looking data, numbered `seq`.
 fn frame(seq: u64, value_len: usize) -> Outgoing {
