@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::pipeline::Live;
 
 /// The outcome of the last command, as shown in the state document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -136,6 +135,31 @@ pub fn state_json(live: &Live, metrics: &Metrics, last_command: Option<&CommandO
         "last_command": last_command,
     })
     .to_string()
+}
+
+/// What can change while an agent runs, shared by the pipeline, SIGHUP and the MQTT control
+/// plane.
+#[derive(Debug)]
+pub struct Live {
+    /// The live settings: the source picks up `source.fps`, the encoder `[encode]` and
+    /// `[transform]`, from the next frame on (see [`crate::reload`] for what may change).
+    pub config: tokio::sync::watch::Sender<crate::config::Config>,
+    /// While `true`, frames are captured but not published (MQTT `set/paused`).
+    pub paused: std::sync::atomic::AtomicBool,
+    /// When set, the next captured frame is published even while paused; then it clears
+    /// (MQTT `set/snapshot`).
+    pub snapshot: std::sync::atomic::AtomicBool,
+}
+
+impl Live {
+    /// Live controls starting from `cfg`, not paused.
+    pub fn new(cfg: crate::config::Config) -> Self {
+        Live {
+            config: tokio::sync::watch::Sender::new(cfg),
+            paused: Default::default(),
+            snapshot: Default::default(),
+        }
+    }
 }
 
 #[cfg(test)]

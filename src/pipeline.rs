@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkKind, SpoolMode};
+pub use crate::control::Live;
 use crate::encode::Encoder;
 use crate::frame::Frame;
 use crate::metrics::{DropReason, Metrics};
@@ -386,31 +387,6 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let live = Arc::new(Live::new(cfg.clone()));
     run_live(cfg, shutdown, metrics, live).await
-}
-
-/// What can change while an agent runs, shared by the pipeline, SIGHUP and the MQTT control
-/// plane.
-#[derive(Debug)]
-pub struct Live {
-    /// The live settings: the source picks up `source.fps`, the encoder `[encode]` and
-    /// `[transform]`, from the next frame on (see [`crate::reload`] for what may change).
-    pub config: watch::Sender<Config>,
-    /// While `true`, frames are captured but not published (MQTT `set/paused`).
-    pub paused: std::sync::atomic::AtomicBool,
-    /// When set, the next captured frame is published even while paused; then it clears
-    /// (MQTT `set/snapshot`).
-    pub snapshot: std::sync::atomic::AtomicBool,
-}
-
-impl Live {
-    /// Live controls starting from `cfg`, not paused.
-    pub fn new(cfg: Config) -> Self {
-        Live {
-            config: watch::Sender::new(cfg),
-            paused: Default::default(),
-            snapshot: Default::default(),
-        }
-    }
 }
 
 /// [`run`] with live controls (see [`Live`]).

@@ -27,9 +27,9 @@ use super::kafka::SinkReport;
 use super::{Destination, Outgoing};
 use crate::config::{MqttConfig, MqttProtocol};
 use crate::control::CommandOutcome;
+use crate::control::Live;
 use crate::metrics::{DropReason, Metrics};
 use crate::mqtt::{self, ControlTopics};
-use crate::pipeline::Live;
 
 mod delivery;
 
