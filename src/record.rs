@@ -18,9 +18,6 @@
 
 use bytes::Bytes;
 
-use crate::encode::Encoded;
-use crate::frame::Frame;
-
 /// Header names, in the order they are written.
 pub mod header {
     /// Device id.
@@ -86,22 +83,6 @@ pub struct FrameRecord {
 }
 
 impl FrameRecord {
-    /// Builds the record for `frame` of device `device`, encoded as `encoded`.
-    pub fn new(device: &str, frame: &Frame, encoded: &Encoded) -> Self {
-        let headers = header_values(
-            device,
-            frame.seq,
-            &frame.frame_id,
-            &humantime::format_rfc3339_micros(frame.captured_at).to_string(),
-            encoded,
-        );
-        FrameRecord {
-            key: device.to_string(),
-            headers,
-            value: encoded.payload.clone(),
-        }
-    }
-
     /// Bytes this record occupies in a Kafka record batch of its own (see [`record_size`]).
     pub fn wire_size(&self) -> usize {
         record_size(self.key.len(), self.headers_len(), self.value.len())
@@ -118,30 +99,6 @@ impl FrameRecord {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
     }
-}
-
-fn header_values(
-    device: &str,
-    seq: u64,
-    frame_id: &str,
-    captured_at: &str,
-    e: &Encoded,
-) -> Vec<(&'static str, String)> {
-    let mut h = vec![
-        (header::DEVICE, device.to_string()),
-        (header::SEQ, seq.to_string()),
-        (header::FRAME_ID, frame_id.to_string()),
-        (header::CAPTURED_AT, captured_at.to_string()),
-        (header::CONTENT_TYPE, e.content_type().to_string()),
-        (header::WIDTH, e.width.to_string()),
-        (header::HEIGHT, e.height.to_string()),
-        (header::CODEC, e.codec.as_str().to_string()),
-        (header::QUALITY, e.quality.to_string()),
-    ];
-    if let Some(pf) = e.pixel_format {
-        h.push((header::PIXEL_FORMAT, pf.as_str().to_string()));
-    }
-    h
 }
 
 /// Size of an unsigned LEB128 varint (Kafka's zig-zag varints of non-negative values are

@@ -206,7 +206,7 @@ impl Builder<'_> {
                 .by_key
                 .get(&path.to_lowercase())
                 .cloned()
-                .unwrap_or_else(|| super::env::var_name(path));
+                .unwrap_or_else(|| super::naming::var_name(path));
             Some(Origin::Env { var })
         } else if let Some(&at) = self.offsets.get(path) {
             let (line, column) = line_column(self.text, at);

@@ -18,13 +18,8 @@ use std::collections::HashMap;
 
 use super::error::ConfigError;
 
-/// Environment variables with this prefix override file keys; `__` separates levels.
-pub const ENV_PREFIX: &str = "EDGECAM";
-
-/// The override variable for a dotted key: `encode.quality_max` → `EDGECAM_ENCODE__QUALITY_MAX`.
-pub(crate) fn var_name(key: &str) -> String {
-    format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
-}
+pub(crate) use super::naming::var_name;
+pub use super::naming::ENV_PREFIX;
 
 /// The `EDGECAM_…` variables that are overrides.
 #[derive(Debug, Default)]

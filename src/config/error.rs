@@ -222,7 +222,10 @@ fn missing_hint(key: &str) -> String {
         "kafka" => "add a [kafka] table with at least bootstrap_servers = \"host:port\"".into(),
         "mqtt" => "add an [mqtt] table with at least host = \"broker-host\"".into(),
         "bridge" => "add a [bridge] table with id = \"...\" and [[bridge.inputs]]".into(),
-        _ => format!("set it in the file or with {}", super::env::var_name(key)),
+        _ => format!(
+            "set it in the file or with {}",
+            super::naming::var_name(key)
+        ),
     }
 }
 

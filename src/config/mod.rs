@@ -28,6 +28,7 @@ pub mod error;
 pub mod kafka;
 pub mod limits;
 pub mod mqtt;
+mod naming;
 pub mod pipeline;
 pub mod secret;
 pub mod source;

@@ -406,6 +406,39 @@ impl Work<'_> {
     }
 }
 
+/// The Kafka record of an encoded frame. Written here, beside [`Encoded`], so that
+/// [`record`] (the wire format) does not depend on the encoder.
+impl record::FrameRecord {
+    /// Builds the record for `frame` of device `device`, encoded as `encoded`: key = the
+    /// device id, the headers of [`record`]'s table, value = the encoded image.
+    pub fn new(device: &str, frame: &crate::frame::Frame, encoded: &Encoded) -> Self {
+        use record::header;
+        let e = encoded;
+        let mut headers = vec![
+            (header::DEVICE, device.to_string()),
+            (header::SEQ, frame.seq.to_string()),
+            (header::FRAME_ID, frame.frame_id.clone()),
+            (
+                header::CAPTURED_AT,
+                humantime::format_rfc3339_micros(frame.captured_at).to_string(),
+            ),
+            (header::CONTENT_TYPE, e.content_type().to_string()),
+            (header::WIDTH, e.width.to_string()),
+            (header::HEIGHT, e.height.to_string()),
+            (header::CODEC, e.codec.as_str().to_string()),
+            (header::QUALITY, e.quality.to_string()),
+        ];
+        if let Some(pf) = e.pixel_format {
+            headers.push((header::PIXEL_FORMAT, pf.as_str().to_string()));
+        }
+        record::FrameRecord {
+            key: device.to_string(),
+            headers,
+            value: e.payload.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
