@@ -159,23 +159,26 @@ impl<S: Storage> Forwarder<S> {
         self.last_live = Some(now);
         let room = self.in_window() < self.opts.window;
         match (self.spooling(), self.opts.mode) {
-            (true, SpoolMode::Always) => match self.append(&out, room) {
-                Ok(id) if room => self.awaiting_commit.push((out, id)),
-                Ok(id) => {
-                    self.uncommitted.insert(id, out);
-                }
+            (true, SpoolMode::Always) if room => match self.append(&out, true) {
+                Ok(id) => self.awaiting_commit.push((out, id)),
                 // Not durable, but not lost either while it stays in memory.
-                Err(out) if room => self.ready.push_back((out, None)),
-                Err(out) => self.keep_in_memory(out),
+                Err(out) => self.ready.push_back((out, None)),
             },
-            (true, _) if !room => match self.append(&out, false) {
-                Ok(id) => {
-                    self.uncommitted.insert(id, out);
+            (true, _) if !room => {
+                if let Err(out) = self.spool_detached(out) {
+                    self.keep_in_memory(out);
                 }
-                Err(out) => self.keep_in_memory(out),
-            },
+            }
             _ => self.ready.push_back((out, None)),
         }
+    }
+
+    /// Appends `out` as backlog (the sink does not hold it) and keeps a copy until the next
+    /// commit, to keep in memory should that commit fail; `out` comes back on failure.
+    fn spool_detached(&mut self, out: Outgoing) -> Result<(), Outgoing> {
+        let id = self.append(&out, false)?;
+        self.uncommitted.insert(id, out);
+        Ok(())
     }
 
     /// Appends to the spool; the record comes back on failure (logged, counted).
@@ -299,14 +302,9 @@ impl<S: Storage> Forwarder<S> {
         if retry && !self.memory.is_empty() {
             self.last_retry = Some(now);
             while let Some(out) = self.memory.pop_front() {
-                match self.append(&out, false) {
-                    Ok(id) => {
-                        self.uncommitted.insert(id, out);
-                    }
-                    Err(out) => {
-                        self.memory.push_front(out);
-                        break;
-                    }
+                if let Err(out) = self.spool_detached(out) {
+                    self.memory.push_front(out);
+                    break;
                 }
             }
         }
@@ -455,11 +453,6 @@ impl<S: Storage> Forwarder<S> {
         !self.ready.is_empty() || !self.awaiting_commit.is_empty()
     }
 
-    /// Records with the sink now.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     /// The sink has stopped: everything not delivered goes to the spool, which is committed
     /// and closed. Returns the records that could be kept nowhere (counted as
     /// `undelivered_at_shutdown`).
@@ -480,7 +473,7 @@ impl<S: Storage> Forwarder<S> {
         left.extend(self.memory.drain(..));
         if self.spooling() {
             for out in left {
-                if self.append(&out, false).is_err() {
+                if self.spool_detached(out).is_err() {
                     lost += 1;
                 }
             }

@@ -404,11 +404,6 @@ impl KafkaSink {
         }
     }
 
-    /// The in-flight window, `kafka.max_in_flight`.
-    pub fn window(&self) -> usize {
-        self.max_in_flight
-    }
-
     /// Publishes everything received on `rx` until it closes, then waits for the delivery
     /// reports of what is in flight. Once `shutdown` is cancelled, every wait is bounded by
     /// `grace`: records still undelivered then are counted and the function returns.

@@ -32,7 +32,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::io;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 pub use format::FormatError;
 pub use seq::SeqFile;
@@ -167,7 +167,6 @@ pub struct Spool<S: Storage = DirStorage> {
     /// Records the sink held when their segment was dropped to make room: not lost (the
     /// sink still has them), but no longer on disk. See [`Spool::take_evicted`].
     evicted: Vec<u64>,
-    last_commit: Instant,
 }
 
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -283,7 +282,6 @@ impl<S: Storage> Spool<S> {
             total_bytes: 0,
             dropped: Dropped::default(),
             evicted: Vec::new(),
-            last_commit: Instant::now(),
         };
         for s in &spool.segments {
             spool.total_bytes += s.bytes;
@@ -366,7 +364,6 @@ impl<S: Storage> Spool<S> {
     /// Errors: the sync failed. Then the records appended since the last commit are
     /// forgotten and their ids returned: the caller keeps them in memory.
     pub fn commit(&mut self) -> Result<(), (io::Error, Vec<u64>)> {
-        self.last_commit = Instant::now();
         if self.uncommitted.is_empty() {
             return Ok(());
         }
@@ -402,11 +399,6 @@ impl<S: Storage> Spool<S> {
                 Err((error, ids))
             }
         }
-    }
-
-    /// When the last successful or attempted commit was.
-    pub fn last_commit(&self) -> Instant {
-        self.last_commit
     }
 
     /// Records appended since the last commit (an append that starts a new segment
