@@ -14,7 +14,6 @@ use common::{unique_topic, FIXTURE};
 use edgecam::metrics::Metrics;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -64,18 +63,12 @@ fn reader(
             let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let mut h = BTreeMap::new();
-            if let Some(hs) = m.headers() {
-                for x in hs.iter() {
-                    let v = String::from_utf8(x.value.unwrap_or_default().to_vec()).unwrap();
-                    h.insert(x.key.to_string(), v);
-                }
-            }
+            let r = common::Rec::of(&m);
             out.push(Seen {
-                frame_id: h["edgecam.frame_id"].clone(),
-                seq: h["edgecam.seq"].parse().unwrap(),
-                captured_at: humantime::parse_rfc3339(&h["edgecam.captured_at"]).unwrap(),
-                replayed: h.get("edgecam.replayed").is_some_and(|v| v == "1"),
+                frame_id: r.h("edgecam.frame_id").to_string(),
+                seq: r.h("edgecam.seq").parse().unwrap(),
+                captured_at: humantime::parse_rfc3339(r.h("edgecam.captured_at")).unwrap(),
+                replayed: r.headers.get("edgecam.replayed").is_some_and(|v| v == "1"),
                 read_at: SystemTime::now(),
             });
         }

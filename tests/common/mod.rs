@@ -45,6 +45,30 @@ pub struct Rec {
 }
 
 impl Rec {
+    /// A consumed message, its headers as UTF-8 text.
+    pub fn of(m: &impl Message) -> Rec {
+        let mut headers = HashMap::new();
+        let mut header_bytes = 0;
+        if let Some(hs) = m.headers() {
+            for h in hs.iter() {
+                let v = h
+                    .value
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                    .unwrap_or_default();
+                header_bytes += h.key.len() + v.len();
+                headers.insert(h.key.to_string(), v);
+            }
+        }
+        Rec {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().unwrap_or_default().to_vec(),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+            header_bytes,
+        }
+    }
+
     pub fn h(&self, name: &str) -> &str {
         self.headers
             .get(name)
@@ -78,28 +102,7 @@ pub fn read_topic(
     let mut out = Vec::new();
     while out.len() < expected && Instant::now() < until {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let mut headers = HashMap::new();
-                let mut header_bytes = 0;
-                if let Some(hs) = m.headers() {
-                    for h in hs.iter() {
-                        let v = h
-                            .value
-                            .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                            .unwrap_or_default();
-                        header_bytes += h.key.len() + v.len();
-                        headers.insert(h.key.to_string(), v);
-                    }
-                }
-                out.push(Rec {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().unwrap_or_default().to_vec(),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                    header_bytes,
-                });
-            }
+            Some(Ok(m)) => out.push(Rec::of(&m)),
             Some(Err(e)) => panic!("consume error: {e}"),
             None => {}
         }
