@@ -373,13 +373,9 @@ impl<S: Storage> Spool<S> {
             .expect("uncommitted records have a segment");
         match self.storage.sync(&seg.name) {
             Ok(()) => {
-                for id in self.uncommitted.drain(..) {
+                for id in std::mem::take(&mut self.uncommitted) {
                     if !self.with_sink.contains(&id) {
-                        if let Some(e) = find(&self.segments, id) {
-                            if !e.done {
-                                self.backlog.insert(id);
-                            }
-                        }
+                        self.return_to_backlog(id);
                     }
                 }
                 Ok(())
@@ -432,11 +428,14 @@ impl<S: Storage> Spool<S> {
     /// committed).
     pub fn release(&mut self, id: u64) {
         if self.with_sink.remove(&id) && !self.uncommitted.contains(&id) {
-            if let Some(e) = find(&self.segments, id) {
-                if !e.done {
-                    self.backlog.insert(id);
-                }
-            }
+            self.return_to_backlog(id);
+        }
+    }
+
+    /// Makes committed record `id` backlog, unless it is done (or gone).
+    fn return_to_backlog(&mut self, id: u64) {
+        if find(&self.segments, id).is_some_and(|e| !e.done) {
+            self.backlog.insert(id);
         }
     }
 
