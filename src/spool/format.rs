@@ -48,6 +48,21 @@ pub enum FormatError {
     UnknownHeader,
 }
 
+/// `data` followed by its CRC-32 (little-endian): how the spool's small state files
+/// (`acked`, `seq`) are written, so damage is noticed rather than trusted.
+pub fn seal(data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(data.len() + 4);
+    v.extend_from_slice(data);
+    v.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    v
+}
+
+/// The data of a [`seal`]ed file, or `None` when its checksum does not hold.
+pub fn unseal(buf: &[u8]) -> Option<&[u8]> {
+    let (data, crc) = buf.split_at_checked(buf.len().checked_sub(4)?)?;
+    (crc32fast::hash(data).to_le_bytes() == crc).then_some(data)
+}
+
 /// Microseconds since the Unix epoch (negative before it).
 pub fn micros(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
@@ -500,6 +515,19 @@ pub(crate) mod tests {
         assert_eq!(scan_headers(bad.len() as u64, read(&bad)).unwrap(), None);
         let cut = &clean[..starts[5] + 20];
         assert_eq!(scan_headers(cut.len() as u64, read(cut)).unwrap(), None);
+    }
+
+    #[test]
+    fn sealed_state_files_reject_any_damage() {
+        let sealed = seal(b"12345678");
+        assert_eq!(unseal(&sealed), Some(&b"12345678"[..]));
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(unseal(&bad), None, "flip at {i}");
+        }
+        assert_eq!(unseal(&sealed[..3]), None);
+        assert_eq!(unseal(&sealed[..sealed.len() - 1]), None);
     }
 
     #[test]

@@ -197,10 +197,17 @@ impl<S: Storage> Spool<S> {
             .collect();
         names.sort();
         let acked: HashSet<u64> = match storage.read(ACKED_FILE) {
-            Ok(b) => b
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
+            Ok(b) => match format::unseal(&b) {
+                Some(d) => d
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                None => {
+                    // Trusting it could skip undelivered frames: resend instead.
+                    tracing::warn!("spool acked file damaged; ignored (frames may be resent)");
+                    HashSet::new()
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => HashSet::new(),
             Err(e) => return Err(e),
         };
@@ -267,9 +274,8 @@ impl<S: Storage> Spool<S> {
                 live,
             });
         }
-        if !acked.is_empty() {
-            storage.remove(ACKED_FILE)?;
-        }
+        // Only valid for this open: records acknowledged from now on are not in it.
+        storage.remove(ACKED_FILE)?;
         let mut spool = Spool {
             storage,
             opts,
@@ -544,7 +550,7 @@ impl<S: Storage> Spool<S> {
         if acked.is_empty() {
             self.storage.remove(ACKED_FILE)
         } else {
-            self.storage.put(ACKED_FILE, &acked)
+            self.storage.put(ACKED_FILE, &format::seal(&acked))
         }
     }
 

@@ -29,9 +29,9 @@ impl SeqFile {
     /// Errors: reading failed for a reason other than the file being missing.
     pub fn open(storage: Box<dyn Storage>) -> io::Result<Self> {
         let next = match storage.read(FILE) {
-            Ok(b) => match <[u8; 8]>::try_from(b.as_slice()) {
-                Ok(a) => u64::from_le_bytes(a),
-                Err(_) => {
+            Ok(b) => match super::format::unseal(&b).and_then(|d| <[u8; 8]>::try_from(d).ok()) {
+                Some(a) => u64::from_le_bytes(a),
+                None => {
                     tracing::warn!(
                         bytes = b.len(),
                         "spool seq file damaged; edgecam.seq restarts at 0"
@@ -62,7 +62,10 @@ impl SeqFile {
     pub fn take(&mut self) -> u64 {
         if self.next >= self.reserved_until {
             let until = self.next + BLOCK;
-            match self.storage.put(FILE, &until.to_le_bytes()) {
+            match self
+                .storage
+                .put(FILE, &super::format::seal(&until.to_le_bytes()))
+            {
                 Ok(()) => {
                     self.reserved_until = until;
                     self.write_failed = false;
@@ -88,7 +91,8 @@ impl SeqFile {
     ///
     /// Errors: the write failed (the reserved block end stays, so a restart jumps forward).
     pub fn close(&mut self) -> io::Result<()> {
-        self.storage.put(FILE, &self.next.to_le_bytes())?;
+        self.storage
+            .put(FILE, &super::format::seal(&self.next.to_le_bytes()))?;
         self.reserved_until = self.next;
         Ok(())
     }
@@ -118,6 +122,18 @@ mod tests {
         let after = s.take();
         assert!(after > last, "{after} after {last}");
         assert!(after - last <= BLOCK, "{after} after {last}");
+    }
+
+    #[test]
+    fn a_damaged_seq_file_is_not_trusted() {
+        let mem = MemStorage::new();
+        let mut s = SeqFile::open(Box::new(mem.clone())).unwrap();
+        s.take();
+        s.close().unwrap();
+        // A bit flip in the number: without the checksum it would read as another number.
+        mem.edit("seq", |d| d[0] ^= 0x40);
+        let s = SeqFile::open(Box::new(mem)).unwrap();
+        assert_eq!(s.peek(), 0);
     }
 
     #[test]

@@ -479,3 +479,22 @@ fn a_fully_acknowledged_newest_segment_is_retired_so_a_crash_resends_little() {
     );
     assert!(mem.total_bytes() < RETIRE_ACKED_BYTES + 11_000);
 }
+
+#[test]
+fn a_damaged_acked_file_is_ignored_so_nothing_undelivered_is_skipped() {
+    let o = opts(1 << 20, 1 << 16);
+    let mem = MemStorage::new();
+    let (mut s, _) = Spool::open(mem.clone(), o).unwrap();
+    for i in 0..4 {
+        s.append(&sample(i, 100), false).unwrap();
+    }
+    s.commit().unwrap();
+    let got = drain(&mut s);
+    s.ack(got[0].0).unwrap();
+    s.close().unwrap();
+    mem.edit("acked", |d| d[2] ^= 0x08);
+    let (mut s, rec) = Spool::open(mem.clone(), o).unwrap();
+    assert_eq!((rec.records, rec.acked), (4, 0), "all four sent again");
+    assert_eq!(drain(&mut s).len(), 4);
+    assert!(mem.read("acked").is_err(), "the damaged file is gone");
+}
