@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod record;
 pub mod reload;
+pub mod repeats;
 pub mod service;
 pub mod sink;
 pub mod source;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 
-use crate::config::MqttConfig;
+use crate::config::{ConfigError, MqttConfig};
 use crate::record::header;
 
 /// Room for the MQTT fixed header, topic and properties on top of the byte budget when
@@ -39,15 +39,31 @@ fn password(cfg: &MqttConfig) -> String {
         .unwrap_or_default()
 }
 
-/// MQTT 5 options from `[mqtt]`: keep-alive, credentials, a persistent session
-/// (`clean_start = false`, `session_expiry_secs`), and a packet limit of
+/// The transport for `[mqtt]`: TLS with `[mqtt.tls]`'s connector (files read now), else TCP.
+///
+/// Errors: [`ConfigError`] naming the `mqtt.tls` key whose file no longer reads (the loader
+/// built the same connector at start, so this means a file changed since).
+pub fn transport(cfg: &MqttConfig) -> Result<rumqttc::Transport, ConfigError> {
+    Ok(match &cfg.tls {
+        Some(tls) => rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::NativeConnector(tls.connector()?),
+        ),
+        None => rumqttc::Transport::tcp(),
+    })
+}
+
+/// MQTT 5 options from `[mqtt]`: transport ([`transport`]), keep-alive, credentials, a
+/// persistent session (`clean_start = false`, `session_expiry_secs`), and a packet limit of
 /// `max_payload_bytes + PACKET_OVERHEAD_BYTES` both ways.
+///
+/// Errors: those of [`transport`].
 pub fn v5_options(
     cfg: &MqttConfig,
     client_id: &str,
     max_payload_bytes: u32,
-) -> rumqttc::v5::MqttOptions {
-    let mut o = rumqttc::v5::MqttOptions::new(client_id, cfg.host.clone(), cfg.port.get());
+) -> Result<rumqttc::v5::MqttOptions, ConfigError> {
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, cfg.host.clone(), cfg.port());
+    o.set_transport(transport(cfg)?);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.get().into()))
         .set_clean_start(false)
         .set_session_expiry_interval(Some(cfg.session_expiry_secs))
@@ -58,16 +74,19 @@ pub fn v5_options(
     if let Some(user) = &cfg.username {
         o.set_credentials(user.clone(), password(cfg));
     }
-    o
+    Ok(o)
 }
 
 /// MQTT 3.1.1 options from `[mqtt]`, like [`v5_options`] (`clean_session = false`).
+///
+/// Errors: those of [`transport`].
 pub fn v311_options(
     cfg: &MqttConfig,
     client_id: &str,
     max_payload_bytes: u32,
-) -> rumqttc::MqttOptions {
-    let mut o = rumqttc::MqttOptions::new(client_id, cfg.host.clone(), cfg.port.get());
+) -> Result<rumqttc::MqttOptions, ConfigError> {
+    let mut o = rumqttc::MqttOptions::new(client_id, cfg.host.clone(), cfg.port());
+    o.set_transport(transport(cfg)?);
     let limit = (max_payload_bytes.saturating_add(PACKET_OVERHEAD_BYTES)) as usize;
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.get().into()))
         .set_clean_session(false)
@@ -76,7 +95,72 @@ pub fn v311_options(
     if let Some(user) = &cfg.username {
         o.set_credentials(user.clone(), password(cfg));
     }
-    o
+    Ok(o)
+}
+
+/// What a connection error most likely means, for the log: the TLS verification failures
+/// (an unknown CA, an expired certificate, a name mismatch), a broker asking for a client
+/// certificate, a plain-TCP port, refused credentials. `error` is the error's text as
+/// rumqttc prints it (OpenSSL's reason included). `None` when there is nothing to add.
+pub fn explain(error: &str) -> Option<&'static str> {
+    let e = error.to_ascii_lowercase();
+    let hint = if e.contains("certificate has expired") {
+        "the broker's certificate has expired (or this machine's clock is wrong)"
+    } else if e.contains("certificate is not yet valid") {
+        "the broker's certificate is not valid yet (is this machine's clock right?)"
+    } else if e.contains("hostname mismatch") || e.contains("ip address mismatch") {
+        "the broker's certificate does not name mqtt.host"
+    } else if e.contains("certificate verify failed") {
+        "the broker's certificate is not signed by a CA in mqtt.tls.ca_file (or, without it, \
+         the system's trust store)"
+    } else if e.contains("certificate required") || e.contains("handshake failure") {
+        "the broker refused the handshake: it may want a client certificate \
+         (mqtt.tls.cert_file and mqtt.tls.key) or one it trusts"
+    } else if e.contains("unknown ca") || e.contains("bad certificate") {
+        "the broker does not trust the client certificate (mqtt.tls.cert_file)"
+    } else if e.contains("wrong version number") || e.contains("packet length too long") {
+        "the port does not speak TLS: check mqtt.port, or remove [mqtt.tls] for plain MQTT"
+    } else if e.contains("badusernamepassword") || e.contains("notauthorized") {
+        "the broker refused the login: check mqtt.username and mqtt.password"
+    } else {
+        return None;
+    };
+    Some(hint)
+}
+
+/// Logs the errors of one MQTT connection that keeps failing: the first occurrence of an
+/// error at WARN with its [`explain`]ation, identical repeats at DEBUG, with a WARN reminder
+/// (and the number of repeats) every [`ErrorLog::REMIND`] (see [`crate::repeats`]).
+#[derive(Debug)]
+pub struct ErrorLog(crate::repeats::Repeats);
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        ErrorLog(crate::repeats::Repeats::new(Self::REMIND))
+    }
+}
+
+impl ErrorLog {
+    /// How often a repeating error is logged at WARN again.
+    pub const REMIND: Duration = Duration::from_secs(300);
+
+    /// Logs `error` (`what` says what failed, e.g. "MQTT connection lost"; `retry_in` the
+    /// back-off before the next attempt).
+    pub fn log(&mut self, what: &str, error: &str, retry_in: Duration) {
+        let retry_in_ms = retry_in.as_millis() as u64;
+        match self.0.note(error, std::time::Instant::now()) {
+            Some(repeats) => {
+                let hint = explain(error).unwrap_or("");
+                tracing::warn!(error, hint, retry_in_ms, repeats, "{what}");
+            }
+            None => tracing::debug!(error, retry_in_ms, "{what}"),
+        }
+    }
+
+    /// The connection works again: the next error is logged at WARN whatever it is.
+    pub fn reset(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// MQTT 5 publish properties carrying `headers`: `content-type` as the content-type
@@ -155,6 +239,20 @@ mod tests {
         a.sort();
         b.sort();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn tls_and_login_failures_are_explained() {
+        let unknown_ca = "TLS: Native TLS error error:0A000086:SSL routines:\
+            tls_post_process_server_certificate:certificate verify failed:\
+            ../ssl/statem/statem_clnt.c:1889: (unable to get local issuer certificate)";
+        assert!(explain(unknown_ca).unwrap().contains("mqtt.tls.ca_file"));
+        let expired =
+            "error:0A000086:SSL routines::certificate verify failed: (certificate has expired)";
+        assert!(explain(expired).unwrap().contains("expired"));
+        let refused = "Connection refused, return code: `BadUserNamePassword`";
+        assert!(explain(refused).unwrap().contains("mqtt.password"));
+        assert_eq!(explain("I/O: Connection refused (os error 111)"), None);
     }
 
     #[test]

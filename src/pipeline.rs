@@ -46,6 +46,9 @@ pub enum RunError {
     /// `spool.path`, `XDG_STATE_HOME`, `HOME` is set.
     #[error("no spool directory: set spool.path (or STATE_DIRECTORY, XDG_STATE_HOME or HOME), or spool.mode = \"off\"")]
     NoSpoolDirectory,
+    /// `[mqtt.tls]` could not be set up: a file changed since the configuration was loaded.
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] crate::config::ConfigError),
     /// The forwarder thread panicked (a bug).
     #[error("the forwarder thread panicked")]
     ForwarderPanicked,
@@ -427,7 +430,7 @@ pub async fn run_live(
                 &cfg.device.id,
                 max_bytes,
                 metrics.clone(),
-            )
+            )?
             .with_control(live.clone()),
         ),
     };
@@ -437,7 +440,7 @@ pub async fn run_live(
     let (_control_input, control_task) = match (&cfg.sink.kind, &cfg.mqtt) {
         (SinkKind::Kafka, Some(m)) if m.control => {
             let (tx, rx) = mpsc::channel(1);
-            let control = MqttSink::new(m, &cfg.device.id, max_bytes, metrics.clone())
+            let control = MqttSink::new(m, &cfg.device.id, max_bytes, metrics.clone())?
                 .with_control(live.clone());
             let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
             (

@@ -117,6 +117,9 @@ pub enum BridgeError {
     /// (`kafka.create_topic_partitions` is set).
     #[error(transparent)]
     CreateTopic(crate::sink::kafka::KafkaSinkError),
+    /// `[mqtt.tls]` could not be set up: a file changed since the configuration was loaded.
+    #[error("mqtt: {0}")]
+    Mqtt(crate::config::ConfigError),
 }
 
 /// What one [`run`] did. Counts are MQTT messages, read from the `metrics` passed to [`run`]
@@ -197,7 +200,8 @@ pub async fn run(
         .zip(patterns)
         .map(|(i, p)| Input::new(i, p))
         .collect();
-    let mut options = crate::mqtt::v5_options(&cfg.mqtt, &cfg.client_id(), max_bytes);
+    let mut options = crate::mqtt::v5_options(&cfg.mqtt, &cfg.client_id(), max_bytes)
+        .map_err(BridgeError::Mqtt)?;
     options
         .set_manual_acks(true)
         .set_receive_maximum(Some(max_in_flight as u16));
@@ -218,7 +222,7 @@ pub async fn run(
     let mqtt_task = tokio::spawn(mqtt.run());
     tracing::info!(
         client_id = %cfg.client_id(),
-        broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+        broker = %format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port()),
         inputs = cfg.bridge.inputs.len(),
         topic = %cfg.kafka.topic,
         "bridge starting"
@@ -337,6 +341,7 @@ impl MqttTask {
         let mut id = 0u64;
         let mut subscribed = false;
         let mut backoff = BACKOFF_MIN;
+        let mut errors = crate::mqtt::ErrorLog::default();
         loop {
             if self.draining.is_cancelled() {
                 break;
@@ -357,7 +362,10 @@ impl MqttTask {
                     if started.elapsed() >= BACKOFF_RESET_AFTER {
                         backoff = BACKOFF_MIN;
                     }
-                    tracing::warn!(error = %why, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost");
+                    if connected {
+                        errors.reset();
+                    }
+                    errors.log("MQTT connection lost", &why, backoff);
                     self.metrics.set_last_error(format!("mqtt: {why}"));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

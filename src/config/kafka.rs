@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use rdkafka::config::ClientConfig;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -305,6 +306,84 @@ impl KafkaConfig {
         c
     }
 
+    /// Makes the file properties ([`FILE_PROPERTIES`], e.g. `ssl.ca.location`) absolute
+    /// against `base`, the configuration file's directory (`ssl.ca.location = "probe"` is
+    /// librdkafka's keyword and stays).
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        for (name, value) in self.properties.iter_mut() {
+            if let PropertyValue::Text(t) = value {
+                if FILE_PROPERTIES.contains(&name.as_str())
+                    && !(name == "ssl.ca.location" && t == "probe")
+                {
+                    *t = base.join(&*t).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+
+    /// What only this machine can tell: every file property names a readable file, and this
+    /// build of librdkafka has the features the properties need (`builtin.features`: TLS
+    /// for `security.protocol = "SSL"`, the SASL mechanism, the compression codec).
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the property, with what is missing and what
+    /// the build has.
+    pub(crate) fn check_machine(&self) -> Result<(), ConfigError> {
+        for (name, value) in &self.properties {
+            if !FILE_PROPERTIES.contains(&name.as_str()) {
+                continue;
+            }
+            let path = value.config_value();
+            if name == "ssl.ca.location" && path == "probe" {
+                continue;
+            }
+            if let Err(e) = std::fs::File::open(&path) {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                    std::io::ErrorKind::PermissionDenied => {
+                        "cannot be read by this user (permission denied)".to_string()
+                    }
+                    _ => format!("cannot be read: {e}"),
+                };
+                return Err(invalid(
+                    format!("kafka.properties.{name}"),
+                    format!("{path} {why} (relative paths are relative to the configuration file)"),
+                ));
+            }
+        }
+        let builtin = builtin_features();
+        let mechanism = ["sasl.mechanism", "sasl.mechanisms"]
+            .iter()
+            .find_map(|k| self.properties.get(*k))
+            .map(PropertyValue::config_value)
+            .unwrap_or_else(|| "GSSAPI".into());
+        for (name, value) in &self.properties {
+            let value = value.config_value();
+            for feature in features_for(name, &value, &mechanism) {
+                if builtin.iter().any(|b| b == feature) {
+                    continue;
+                }
+                let hint = if feature == "sasl_gssapi" {
+                    format!(
+                        " (sasl.mechanism is {mechanism:?}; this build supports PLAIN, \
+                         SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER: set \
+                         \"sasl.mechanism\" to one of them)"
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(invalid(
+                    format!("kafka.properties.{name}"),
+                    format!(
+                        "{value:?} needs librdkafka's {feature:?} feature, which this build \
+                         lacks{hint}; it has: {}",
+                        builtin.join(",")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Has librdkafka check every property without connecting (unknown names, bad values,
     /// a feature this build lacks such as `security.protocol = "SSL"` without OpenSSL).
     ///
@@ -342,6 +421,59 @@ impl KafkaConfig {
             "kafka.properties".into(),
         )
     }
+}
+
+/// librdkafka properties that name a file (PEM or PKCS#12): relative paths are relative to
+/// the configuration file, and the file must be readable at load time.
+pub(crate) const FILE_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.crl.location",
+    "ssl.keystore.location",
+];
+
+/// The librdkafka features (as `builtin.features` names them) that `name = value` needs, e.g.
+/// `security.protocol = "SASL_SSL"` needs `ssl`, `compression.type = "zstd"` needs `zstd`.
+/// `sasl_mechanism` is the configured `sasl.mechanism(s)` (librdkafka's default: GSSAPI).
+fn features_for(name: &str, value: &str, sasl_mechanism: &str) -> Vec<&'static str> {
+    let value = value.trim().to_ascii_lowercase();
+    match name {
+        "security.protocol" => {
+            let mut f = Vec::new();
+            if value == "ssl" || value == "sasl_ssl" {
+                f.push("ssl");
+            }
+            if value.starts_with("sasl_") {
+                f.push(match sasl_mechanism.trim().to_ascii_uppercase().as_str() {
+                    "PLAIN" => "sasl_plain",
+                    "SCRAM-SHA-256" | "SCRAM-SHA-512" => "sasl_scram",
+                    "OAUTHBEARER" => "sasl_oauthbearer",
+                    _ => "sasl_gssapi",
+                });
+            }
+            f
+        }
+        "compression.type" | "compression.codec" => match value.as_str() {
+            "gzip" => vec!["gzip"],
+            "snappy" => vec!["snappy"],
+            "lz4" => vec!["lz4"],
+            "zstd" => vec!["zstd"],
+            _ => vec![],
+        },
+        "sasl.oauthbearer.method" if value == "oidc" => vec!["oidc"],
+        _ => vec![],
+    }
+}
+
+/// librdkafka's `builtin.features` of this build, e.g.
+/// `gzip,snappy,ssl,sasl,regex,lz4,sasl_plain,sasl_scram,plugins,zstd,sasl_oauthbearer`.
+pub fn builtin_features() -> Vec<String> {
+    ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .map(|f| f.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default()
 }
 
 fn check_bootstrap(servers: &str) -> Result<(), ConfigError> {

@@ -44,7 +44,7 @@ pub use env::ENV_PREFIX;
 pub use error::{ConfigError, Origin};
 pub use kafka::{KafkaConfig, PropertyValue};
 pub use limits::LimitsConfig;
-pub use mqtt::{MqttConfig, MqttProtocol};
+pub use mqtt::{MqttConfig, MqttProtocol, MqttTls};
 pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
 pub use secret::{Secret, SecretSource};
 pub use source::{CameraFormat, SourceConfig, SourceKind};
@@ -320,18 +320,13 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
     let mut mqtt = f.mqtt;
     if let Some(k) = kafka.as_mut() {
         k.mark_secrets();
+        k.resolve_paths(&cx.base);
         for (key, s) in k.secrets_mut() {
             s.resolve(&key, &cx.base, cx.env.credentials_directory.as_deref())?;
         }
     }
     if let Some(m) = mqtt.as_mut() {
-        if let Some(p) = m.password.as_mut() {
-            p.resolve(
-                "mqtt.password",
-                &cx.base,
-                cx.env.credentials_directory.as_deref(),
-            )?;
-        }
+        m.resolve(&cx.base, cx.env.credentials_directory.as_deref())?;
     }
 
     let limits = f.limits.unwrap_or_default();
@@ -420,6 +415,9 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
     };
 
     // What only the machine can tell: files, programs, librdkafka's own checks.
+    if let Some(tls) = mqtt.as_ref().and_then(|m| m.tls.as_ref()) {
+        tls.connector()?;
+    }
     if let Some(a) = &agent {
         a.source.check_files()?;
         a.source.check_command(cx.env.path.as_deref())?;
@@ -429,11 +427,13 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
             }
         }
         if a.sink.kind == SinkKind::Kafka {
+            a.kafka().check_machine()?;
             a.kafka()
                 .check_with_librdkafka(a.encode.max_message_bytes.get())?;
         }
     }
     if let Some(b) = &bridge {
+        b.kafka.check_machine()?;
         b.kafka
             .check_with_librdkafka(b.bridge.max_message_bytes.get())?;
     }

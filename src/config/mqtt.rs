@@ -3,6 +3,7 @@
 //! that differ as a parameter.
 
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,9 +29,13 @@ pub enum MqttProtocol {
 pub struct MqttConfig {
     /// Broker host name or address.
     pub host: String,
-    /// Broker TCP port, 1–65535. Default 1883.
-    #[serde(default = "default_mqtt_port")]
-    pub port: Port,
+    /// Broker TCP port, 1–65535. Default 1883, or 8883 with `[mqtt.tls]` (the loader fills
+    /// it in; read it with [`MqttConfig::port`]).
+    #[serde(default)]
+    pub port: Option<Port>,
+    /// `[mqtt.tls]`: connect over TLS. Unset = plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
     /// MQTT client id. Default `edgecam-<device.id>` (`edgecam-bridge-<bridge.id>` for the
     /// bridge). Must be unique per broker.
     #[serde(default)]
@@ -85,8 +90,162 @@ pub struct MqttConfig {
     pub allow_message_loss: bool,
 }
 
-fn default_mqtt_port() -> Port {
-    Port::new(1883).expect("in range")
+/// `[mqtt.tls]`: TLS to the broker, through the system's OpenSSL 3 (native-tls). The
+/// broker's certificate is always verified, and so is its name against `mqtt.host` (a DNS
+/// name or an IP address in the certificate's subjectAltName). TLS 1.2 or newer.
+///
+/// ```toml
+/// [mqtt.tls]
+/// ca_file = "/etc/edgecam/ca.pem"         # unset = the system's trust store
+/// cert_file = "/etc/edgecam/client.pem"   # mutual TLS: client certificate (chain), PEM
+/// key = { credential = "mqtt-key" }       # and its private key (a secret), PEM
+/// alpn = ["x-amzn-mqtt-ca"]               # AWS IoT Core on port 443
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// PEM file of the CA certificate(s) the broker's certificate must chain to; with it,
+    /// only these are trusted. Unset = the system's trust store (`/etc/ssl/certs`).
+    /// Relative paths are relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate, optionally followed by its intermediates, for
+    /// mutual TLS. Needs `key`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key, PEM (PKCS#8, RSA or EC): a secret, best
+    /// `{ file = "…" }` or `{ credential = "…" }`. Needs `cert_file`.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// ALPN protocol names offered in the handshake, e.g. `["x-amzn-mqtt-ca"]` for AWS IoT
+    /// Core on port 443. Default none.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+impl MqttTls {
+    /// Makes `ca_file` and `cert_file` absolute against `base` and reads `key`.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming `mqtt.tls.key` when its file or credential
+    /// cannot be read.
+    pub(crate) fn resolve(
+        &mut self,
+        base: &Path,
+        credentials: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        for p in [&mut self.ca_file, &mut self.cert_file]
+            .into_iter()
+            .flatten()
+        {
+            *p = base.join(&*p);
+        }
+        if let Some(k) = self.key.as_mut() {
+            k.resolve("mqtt.tls.key", base, credentials)?;
+        }
+        Ok(())
+    }
+
+    /// The TLS connector for these settings, reading the files now: what the MQTT sink, the
+    /// control plane and the bridge connect with, and what the loader builds once to check
+    /// the files.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the key: `cert_file` without `key` or the
+    /// reverse; a file that cannot be read or holds no PEM certificate (key); a key that is
+    /// not PEM or does not belong to the certificate; an empty ALPN name.
+    pub fn connector(&self) -> Result<native_tls::TlsConnector, ConfigError> {
+        use openssl::pkey::PKey;
+
+        let mut b = native_tls::TlsConnector::builder();
+        b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+        if let Some(path) = &self.ca_file {
+            let certs = read_certs("mqtt.tls.ca_file", path)?;
+            b.disable_built_in_roots(true);
+            for c in certs {
+                let der = c
+                    .to_der()
+                    .map_err(|e| invalid("mqtt.tls.ca_file", e.to_string()))?;
+                let cert = native_tls::Certificate::from_der(&der)
+                    .map_err(|e| invalid("mqtt.tls.ca_file", e.to_string()))?;
+                b.add_root_certificate(cert);
+            }
+        }
+        match (&self.cert_file, &self.key) {
+            (None, None) => {}
+            (Some(_), None) => return Err(invalid("mqtt.tls.cert_file", "needs mqtt.tls.key")),
+            (None, Some(_)) => return Err(invalid("mqtt.tls.key", "needs mqtt.tls.cert_file")),
+            (Some(path), Some(key)) => {
+                let chain = read_certs("mqtt.tls.cert_file", path)?;
+                let pkey = PKey::private_key_from_pem(key.expose().as_bytes()).map_err(|_| {
+                    invalid(
+                        "mqtt.tls.key",
+                        format!("{key} is not a PEM private key (PKCS#8, RSA or EC)"),
+                    )
+                })?;
+                let matches = chain[0]
+                    .public_key()
+                    .is_ok_and(|public| public.public_eq(&pkey));
+                if !matches {
+                    return Err(invalid(
+                        "mqtt.tls.key",
+                        format!(
+                            "{key} is not the private key of the certificate in {}",
+                            path.display()
+                        ),
+                    ));
+                }
+                // native-tls takes the key as PKCS#8 PEM and the chain as PEM.
+                let pkcs8 = pkey
+                    .private_key_to_pem_pkcs8()
+                    .map_err(|e| invalid("mqtt.tls.key", e.to_string()))?;
+                let mut pem = Vec::new();
+                for c in &chain {
+                    pem.extend(
+                        c.to_pem()
+                            .map_err(|e| invalid("mqtt.tls.cert_file", e.to_string()))?,
+                    );
+                }
+                let identity = native_tls::Identity::from_pkcs8(&pem, &pkcs8)
+                    .map_err(|e| invalid("mqtt.tls.key", e.to_string()))?;
+                b.identity(identity);
+            }
+        }
+        if self.alpn.iter().any(|a| a.is_empty() || a.len() > 255) {
+            return Err(invalid(
+                "mqtt.tls.alpn",
+                "each ALPN protocol name must be 1 to 255 bytes",
+            ));
+        }
+        if !self.alpn.is_empty() {
+            let names: Vec<&str> = self.alpn.iter().map(String::as_str).collect();
+            b.request_alpns(&names);
+        }
+        b.build()
+            .map_err(|e| invalid("mqtt.tls", format!("cannot set up TLS: {e}")))
+    }
+}
+
+/// The PEM certificates in `path`, at least one.
+fn read_certs(key: &str, path: &Path) -> Result<Vec<openssl::x509::X509>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "cannot be read by this user (permission denied)".to_string()
+            }
+            _ => format!("cannot be read: {e}"),
+        };
+        invalid(key, format!("{} {why}", path.display()))
+    })?;
+    match openssl::x509::X509::stack_from_pem(&bytes) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        _ => Err(invalid(
+            key,
+            format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+        )),
+    }
 }
 fn default_topic_template() -> String {
     "edgecam/{device}/frame".to_string()
@@ -122,6 +281,34 @@ pub(crate) enum MqttUser {
 }
 
 impl MqttConfig {
+    /// The broker port: `port`, else 8883 with TLS, else 1883.
+    pub fn port(&self) -> u16 {
+        match (self.port, &self.tls) {
+            (Some(p), _) => p.get(),
+            (None, Some(_)) => 8883,
+            (None, None) => 1883,
+        }
+    }
+
+    /// Fills in the default port and resolves the secrets and paths (`password`, `[mqtt.tls]`)
+    /// against `base` (the configuration file's directory) and `$CREDENTIALS_DIRECTORY`.
+    ///
+    /// Errors: [`ConfigError::Invalid`] naming the secret that cannot be read.
+    pub(crate) fn resolve(
+        &mut self,
+        base: &Path,
+        credentials: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        self.port = Port::new(self.port());
+        if let Some(p) = self.password.as_mut() {
+            p.resolve("mqtt.password", base, credentials)?;
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.resolve(base, credentials)?;
+        }
+        Ok(())
+    }
+
     /// The frame topic for `device`.
     pub fn frame_topic(&self, device: &str) -> String {
         self.topic_template.replace("{device}", device)

@@ -594,7 +594,7 @@ fn sink_and_mqtt_rules_name_the_key() {
     assert!(ok.kafka.is_none());
     let m = ok.mqtt.unwrap();
     assert_eq!(
-        (m.port.get(), m.qos.get(), m.frame_topic("cam").as_str()),
+        (m.port(), m.qos.get(), m.frame_topic("cam").as_str()),
         (1883, 1, "edgecam/cam/frame")
     );
 }

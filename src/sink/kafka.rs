@@ -137,6 +137,68 @@ pub(crate) fn classify(e: &KafkaError) -> ErrorClass {
     }
 }
 
+/// librdkafka's log lines and error callbacks into `tracing`, with connection failures that
+/// repeat (a refused TLS handshake or password is refused again on every reconnect, once a
+/// second) logged once at ERROR and then at DEBUG, with a reminder every five minutes (see
+/// [`crate::repeats`]). librdkafka reports each failed connection twice, as a `FAIL` log
+/// line and as an error callback with the same reason: the log line goes to DEBUG.
+#[derive(Debug)]
+pub(crate) struct KafkaLog(std::sync::Mutex<crate::repeats::Repeats>);
+
+impl Default for KafkaLog {
+    fn default() -> Self {
+        KafkaLog(std::sync::Mutex::new(crate::repeats::Repeats::new(
+            Duration::from_secs(300),
+        )))
+    }
+}
+
+impl KafkaLog {
+    /// `Some(quiet repeats)` when `reason` is to be logged in full. The part that changes
+    /// between attempts ("(after 5ms in state SSL_HANDSHAKE, 3 identical error(s)
+    /// suppressed)") is not part of what is compared.
+    fn first(&self, reason: &str) -> Option<u64> {
+        let stable = reason.split(" (after ").next().unwrap_or(reason);
+        self.0
+            .lock()
+            .map_or(Some(0), |mut r| r.note(stable, std::time::Instant::now()))
+    }
+}
+
+impl rdkafka::client::ClientContext for KafkaLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning if fac == "FAIL" => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+            L::Emerg | L::Alert | L::Critical | L::Error => match self.first(message) {
+                Some(repeats) => {
+                    tracing::error!(target: "librdkafka", facility = fac, repeats, "{message}")
+                }
+                None => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+            },
+            L::Warning => match self.first(message) {
+                Some(repeats) => {
+                    tracing::warn!(target: "librdkafka", facility = fac, repeats, "{message}")
+                }
+                None => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+            },
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        match self.first(reason) {
+            Some(repeats) => tracing::error!(target: "librdkafka", %error, repeats, "{reason}"),
+            None => tracing::debug!(target: "librdkafka", %error, "{reason}"),
+        }
+    }
+}
+
 /// A producer that is replaced when librdkafka declares it fatally failed. Shared by the
 /// Kafka sink and the bridge, so both recover the same way.
 ///
@@ -148,7 +210,7 @@ pub(crate) fn classify(e: &KafkaError) -> ErrorClass {
 /// records again through the new producer. A new producer has a new producer id, so a
 /// record resent this way may be duplicated downstream (`edgecam.frame_id` tells).
 pub(crate) struct RecoverableProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaLog>,
     config: ClientConfig,
 }
 
@@ -158,13 +220,13 @@ impl RecoverableProducer {
     /// Errors: librdkafka's, when it refuses the configuration.
     pub(crate) fn new(config: ClientConfig) -> Result<Self, KafkaError> {
         Ok(RecoverableProducer {
-            producer: config.create()?,
+            producer: config.create_with_context(KafkaLog::default())?,
             config,
         })
     }
 
     /// The current producer.
-    pub(crate) fn get(&self) -> &FutureProducer {
+    pub(crate) fn get(&self) -> &FutureProducer<KafkaLog> {
         &self.producer
     }
 
@@ -173,13 +235,14 @@ impl RecoverableProducer {
     /// logged and tried again at the next failure).
     pub(crate) fn replace_if_fatal(&mut self) -> Option<String> {
         let (code, reason) = self.producer.client().fatal_error()?;
-        let fresh: FutureProducer = match self.config.create() {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot recreate the Kafka producer");
-                return None;
-            }
-        };
+        let fresh: FutureProducer<KafkaLog> =
+            match self.config.create_with_context(KafkaLog::default()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot recreate the Kafka producer");
+                    return None;
+                }
+            };
         let why = format!("{code}: {reason}");
         tracing::error!(
             error = %why,

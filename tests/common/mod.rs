@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -85,13 +86,28 @@ pub fn read_topic(
     expected: usize,
     timeout: Duration,
 ) -> Vec<Rec> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    read_topic_with(bootstrap, &[], topic, partitions, expected, timeout)
+}
+
+/// [`read_topic`] with extra consumer properties (e.g. `security.protocol`).
+pub fn read_topic_with(
+    bootstrap: &str,
+    properties: &[(&str, &str)],
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Rec> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "edgecam-tests-reader")
         .set("enable.auto.commit", "false")
-        .set("fetch.message.max.bytes", "10485760")
-        .create()
-        .unwrap();
+        .set("fetch.message.max.bytes", "10485760");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)

@@ -18,10 +18,25 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 /// How long [`Mosquitto::start`] and [`Mosquitto::restart`] wait for the port to accept.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A TLS listener for [`Mosquitto::start_tls`].
+pub struct TlsListener<'a> {
+    /// CA that client certificates must chain to (`cafile`).
+    pub cafile: &'a Path,
+    /// The broker's certificate and key (PEM).
+    pub certfile: &'a Path,
+    pub keyfile: &'a Path,
+    /// Mutual TLS: clients must present a certificate signed by `cafile`.
+    pub require_certificate: bool,
+    /// `(user, password)` pairs; when not empty, anonymous clients are refused on this
+    /// listener.
+    pub users: &'a [(&'a str, &'a str)],
+}
+
 /// A running `mosquitto`.
 pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -55,9 +70,63 @@ impl Mosquitto {
         Self::start_with(false)
     }
 
+    /// Starts a broker with a plain listener ([`port`](Self::port), anonymous, for the
+    /// test's own clients) and a TLS listener ([`tls_port`](Self::tls_port)).
+    pub fn start_tls(tls: &TlsListener) -> Mosquitto {
+        Self::start_with_tls(true, Some(tls))
+    }
+
     fn start_with(verbose: bool) -> Mosquitto {
+        Self::start_with_tls(verbose, None)
+    }
+
+    fn start_with_tls(verbose: bool, tls: Option<&TlsListener>) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let tls_port = tls.map(|_| free_port());
+        let listeners = match (tls, tls_port) {
+            (Some(t), Some(tls_port)) => {
+                let mut l = format!(
+                    "per_listener_settings true\n\
+                     listener {port} 127.0.0.1\n\
+                     allow_anonymous true\n\
+                     listener {tls_port} 127.0.0.1\n\
+                     cafile {}\n\
+                     certfile {}\n\
+                     keyfile {}\n\
+                     require_certificate {}\n",
+                    t.cafile.display(),
+                    t.certfile.display(),
+                    t.keyfile.display(),
+                    t.require_certificate,
+                );
+                if t.users.is_empty() {
+                    l.push_str("allow_anonymous true\n");
+                } else {
+                    let file = dir.path().join("passwords");
+                    for (i, (user, password)) in t.users.iter().enumerate() {
+                        let mut c = Command::new("mosquitto_passwd");
+                        if i == 0 {
+                            c.arg("-c");
+                        }
+                        let ok = c
+                            .arg("-b")
+                            .arg(&file)
+                            .arg(user)
+                            .arg(password)
+                            .status()
+                            .is_ok_and(|s| s.success());
+                        assert!(ok, "mosquitto_passwd failed (package mosquitto)");
+                    }
+                    l.push_str(&format!(
+                        "allow_anonymous false\npassword_file {}\n",
+                        file.display()
+                    ));
+                }
+                l
+            }
+            _ => format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        };
         let config = dir.path().join("mosquitto.conf");
         let log_types = if verbose {
             "log_type all\n".to_string()
@@ -65,8 +134,7 @@ impl Mosquitto {
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n".to_string()
         };
         let text = format!(
-            "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
+            "{listeners}\
              persistence true\n\
              persistence_location {dir}/\n\
              max_inflight_messages 100\n\
@@ -87,6 +155,7 @@ impl Mosquitto {
         let mut m = Mosquitto {
             child: None,
             port,
+            tls_port,
             dir,
             config,
         };
@@ -181,6 +250,11 @@ impl Mosquitto {
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS listener's port on 127.0.0.1 ([`start_tls`](Self::start_tls) only).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("started with start_tls")
     }
 
     /// The broker's log so far.

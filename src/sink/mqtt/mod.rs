@@ -171,13 +171,19 @@ fn spawn_v311(mut el: rumqttc::EventLoop, tx: mpsc::UnboundedSender<Ev>) -> Join
 /// Publishes frames to an MQTT broker. See the module docs.
 pub struct MqttSink {
     cfg: MqttConfig,
-    client_id: String,
+    /// Client options without the last will, built once (TLS files are read then).
+    options: Options,
     topic: String,
     status_topic: Option<String>,
-    max_payload_bytes: u32,
     metrics: Arc<Metrics>,
     control: Option<(Arc<Live>, ControlTopics)>,
     acks: super::AckTx,
+}
+
+/// MQTT options of either protocol version.
+enum Options {
+    V5(Box<rumqttc::v5::MqttOptions>),
+    V311(Box<rumqttc::MqttOptions>),
 }
 
 /// How often the retained state document is refreshed.
@@ -191,19 +197,31 @@ impl MqttSink {
         device: &str,
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        MqttSink {
-            client_id: mqtt::client_id(cfg, &format!("edgecam-{device}")),
+    ) -> Result<Self, crate::config::ConfigError> {
+        let client_id = mqtt::client_id(cfg, &format!("edgecam-{device}"));
+        let options = match cfg.protocol {
+            MqttProtocol::V5 => Options::V5(Box::new(mqtt::v5_options(
+                cfg,
+                &client_id,
+                max_message_bytes,
+            )?)),
+            MqttProtocol::V311 => Options::V311(Box::new(mqtt::v311_options(
+                cfg,
+                &client_id,
+                max_message_bytes,
+            )?)),
+        };
+        Ok(MqttSink {
+            options,
             topic: cfg.frame_topic(device),
             status_topic: cfg
                 .control
                 .then(|| mqtt::control_topics(cfg, device).status),
             cfg: cfg.clone(),
-            max_payload_bytes: max_message_bytes,
             metrics,
             control: None,
             acks: super::AckTx::default(),
-        }
+        })
     }
 
     /// Reports every frame's fate to `acks` (see [`super::Sink`]).
@@ -243,9 +261,9 @@ impl MqttSink {
     fn connect(&self) -> (Client, mpsc::UnboundedReceiver<Ev>, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let cap = self.cfg.max_in_flight.get() as usize + 8;
-        match self.cfg.protocol {
-            MqttProtocol::V5 => {
-                let mut o = mqtt::v5_options(&self.cfg, &self.client_id, self.max_payload_bytes);
+        match &self.options {
+            Options::V5(o) => {
+                let mut o = (**o).clone();
                 if let Some(t) = &self.status_topic {
                     o.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
                         t.clone(),
@@ -258,8 +276,8 @@ impl MqttSink {
                 let (c, el) = rumqttc::v5::AsyncClient::new(o, cap);
                 (Client::V5(c), rx, spawn_v5(el, tx))
             }
-            MqttProtocol::V311 => {
-                let mut o = mqtt::v311_options(&self.cfg, &self.client_id, self.max_payload_bytes);
+            Options::V311(o) => {
+                let mut o = (**o).clone();
                 if let Some(t) = &self.status_topic {
                     o.set_last_will(rumqttc::LastWill::new(
                         t.clone(),
@@ -314,6 +332,7 @@ impl MqttSink {
         let mut input_open = true;
         let mut give_up_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
+        let mut errors = mqtt::ErrorLog::default();
         let silence = Duration::from_secs(self.cfg.silence_timeout_secs as u64);
         let mut last_command: Option<CommandOutcome> = None;
         let mut state_tick = tokio::time::interval(STATE_INTERVAL);
@@ -347,8 +366,9 @@ impl MqttSink {
                         match ev {
                             Some(Ev::Connected) => {
                                 connected = true;
+                                errors.reset();
                                 backoff = Duration::from_millis(200);
-                                tracing::info!(broker = %format!("{}:{}", self.cfg.host, self.cfg.port), resend = ledger.len(), "MQTT connected");
+                                tracing::info!(broker = %format!("{}:{}", self.cfg.host, self.cfg.port()), resend = ledger.len(), "MQTT connected");
                                 if let Some(t) = &self.status_topic {
                                     if client.publish(t, 1, true, Bytes::from_static(b"online"), None).await.is_ok() {
                                         ledger.queued(None);
@@ -394,7 +414,8 @@ impl MqttSink {
                             }
                             Some(Ev::Traffic) => {}
                             Some(Ev::Down(e)) => {
-                                tracing::warn!(error = %e, unacked = ledger.len(), "MQTT connection lost; reconnecting");
+                                let what = if connected { "MQTT connection lost; reconnecting" } else { "MQTT connection failed; retrying" };
+                                errors.log(what, &e, backoff);
                                 self.metrics.set_last_error(format!("MQTT: {e}"));
                                 break false;
                             }
