@@ -702,38 +702,42 @@ fn mqtt_agent(mqtt: &str) -> String {
     )
 }
 
-/// Properties that need a librdkafka feature this build lacks: refused by check-config, not
-/// only when the producer starts.
+/// Properties that need a librdkafka feature this build lacks, checked against
+/// `builtin.features` when the file is loaded, not only when the producer starts; and
+/// `[mqtt.tls]` files.
 fn missing_feature_rows() -> Vec<Bad> {
     let native = rdkafka::ClientConfig::new().create_native_config().unwrap();
     let features = native.get("builtin.features").unwrap();
     let has = |f: &str| features.split(',').any(|x| x == f);
-    let mut rows = Vec::new();
-    if !has("ssl") {
-        rows.push(bad(
-            "TLS on a build without OpenSSL",
-            min_with("[kafka.properties]\n\"security.protocol\" = \"SSL\""),
-            &[
-                "kafka.properties.security.protocol",
-                "OpenSSL not available",
-            ],
-        ));
-    }
-    if !has("zstd") {
-        rows.push(bad(
-            "zstd compression on a build without libzstd",
-            min_with("[kafka.properties]\n\"compression.type\" = \"zstd\""),
-            &["kafka.properties.compression.type", "libzstd not available"],
-        ));
-    }
-    if !has("sasl_gssapi") {
-        rows.push(bad(
-            "Kerberos on a build without Cyrus SASL",
+    // edgecam is built with TLS, SASL PLAIN/SCRAM/OAUTHBEARER and zstd.
+    assert!(has("ssl") && has("sasl_scram") && has("zstd"), "{features}");
+    vec![
+        bad(
+            "Kerberos: librdkafka lists it, but edgecam has no Cyrus SASL",
             min_with("[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"GSSAPI\""),
-            &["kafka.properties", "librdkafka refuses it"],
-        ));
-    }
-    rows
+            &["kafka.properties.security.protocol", "sasl_gssapi", "Cyrus SASL", "SCRAM-SHA-512"],
+        ),
+        bad(
+            "SASL without a mechanism is librdkafka's default GSSAPI",
+            min_with("[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\""),
+            &["kafka.properties.security.protocol", "sasl_gssapi", "librdkafka's default"],
+        ),
+        bad(
+            "Kafka CA file missing",
+            min_with("[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/nonexistent/ca.pem\""),
+            &["kafka.properties.ssl.ca.location", "/nonexistent/ca.pem does not exist"],
+        ),
+        bad(
+            "MQTT CA file missing",
+            mqtt_agent("[mqtt.tls]\nca_file = \"/nonexistent/ca.pem\""),
+            &["mqtt.tls.ca_file", "/nonexistent/ca.pem does not exist"],
+        ),
+        bad(
+            "MQTT client certificate without its key",
+            mqtt_agent("[mqtt.tls]\ncert_file = \"/etc/hostname\""),
+            &["mqtt.tls.cert_file", "needs mqtt.tls.key"],
+        ),
+    ]
 }
 
 /// Rows added with the strict loader: coercions, secrets, librdkafka, programs, the bridge.

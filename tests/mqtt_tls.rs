@@ -284,3 +284,28 @@ fn unknown_ca_expired_certificate_and_wrong_password_each_fail_clearly() {
         "has expired",
     );
 }
+
+/// A key that is not the certificate's is refused when the file is loaded, naming the key
+/// and never showing it.
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_a_config_error() {
+    let pki = Pki::new();
+    let toml = format!(
+        "[device]\nid = \"k\"\n[source]\nkind = \"synthetic\"\n[sink]\nkind = \"mqtt\"\n\
+         [mqtt]\nhost = \"localhost\"\n[mqtt.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\n\
+         key = {{ file = \"{}\" }}\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.server_key.display(),
+    );
+    let e = edgecam::config::load_str(&toml, common::state_env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mqtt.tls.key") && e.contains("is not the private key of the certificate"),
+        "{e}"
+    );
+    let key = std::fs::read_to_string(&pki.server_key).unwrap();
+    let body = key.lines().nth(1).unwrap();
+    assert!(!e.contains(body), "the key is never shown: {e}");
+}

@@ -359,14 +359,19 @@ impl KafkaConfig {
         for (name, value) in &self.properties {
             let value = value.config_value();
             for feature in features_for(name, &value, &mechanism) {
-                if builtin.iter().any(|b| b == feature) {
+                // librdkafka lists sasl_gssapi whenever it is built with SASL, but GSSAPI
+                // also needs Cyrus SASL (libsasl2), which edgecam does not link: creating
+                // the client would fail. So it is never available here.
+                let has = feature != "sasl_gssapi" && builtin.iter().any(|b| b == feature);
+                if has {
                     continue;
                 }
                 let hint = if feature == "sasl_gssapi" {
                     format!(
-                        " (sasl.mechanism is {mechanism:?}; this build supports PLAIN, \
-                         SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER: set \
-                         \"sasl.mechanism\" to one of them)"
+                        " (sasl.mechanism is {mechanism:?}, librdkafka's default; GSSAPI \
+                         (Kerberos) needs Cyrus SASL, which edgecam is built without. This \
+                         build supports PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER: \
+                         set \"sasl.mechanism\" to one of them)"
                     )
                 } else {
                     String::new()
@@ -376,7 +381,12 @@ impl KafkaConfig {
                     format!(
                         "{value:?} needs librdkafka's {feature:?} feature, which this build \
                          lacks{hint}; it has: {}",
-                        builtin.join(",")
+                        builtin
+                            .iter()
+                            .filter(|b| *b != "sasl_gssapi")
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(",")
                     ),
                 ));
             }

@@ -525,7 +525,7 @@ fn example_documents_every_key() {
             }
         }
     }
-    let tables: [(&str, &[&str]); 8] = [
+    let tables: [(&str, &[&str]); 9] = [
         ("device", fields_of::<DeviceConfig>()),
         ("source", fields_of::<SourceConfig>()),
         ("transform", fields_of::<TransformConfig>()),
@@ -534,6 +534,7 @@ fn example_documents_every_key() {
         ("sink", fields_of::<SinkConfig>()),
         ("kafka", fields_of::<KafkaConfig>()),
         ("mqtt", fields_of::<MqttConfig>()),
+        ("mqtt.tls", fields_of::<MqttTls>()),
     ];
     for (table, fields) in tables {
         assert!(!fields.is_empty(), "{table}");
@@ -644,4 +645,124 @@ fn the_spool_directory_follows_state_directory_then_path_then_xdg_then_home() {
     );
     let off = resolve(&min_with("[spool]\nmode = \"off\""), env(&[("HOME", "/h")])).unwrap();
     assert_eq!(off.spool.dir, None);
+}
+
+#[test]
+fn mqtt_tls_defaults_its_port_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = |tls: &str| format!("[sink]\nkind = \"mqtt\"\n[mqtt]\nhost = \"broker\"\n{tls}");
+    let c = resolve(&min_with(&mqtt("")), no_env()).unwrap();
+    assert_eq!(c.mqtt.as_ref().unwrap().port(), 1883);
+    // With TLS and the system's trust store, the port is 8883, and check-config shows it.
+    let loaded = load_in(
+        dir.path(),
+        "a.toml",
+        &min_with(&mqtt("[mqtt.tls]\n")),
+        no_env(),
+    )
+    .unwrap();
+    let c = loaded.agent.as_ref().unwrap();
+    assert_eq!(c.mqtt.as_ref().unwrap().port(), 8883);
+    assert!(
+        loaded.to_toml().contains("port = 8883"),
+        "{}",
+        loaded.to_toml()
+    );
+
+    let err = |tls: &str| {
+        load_in(dir.path(), "b.toml", &min_with(&mqtt(tls)), no_env())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("[mqtt.tls]\nca_file = \"missing-ca.pem\"\n");
+    assert!(
+        e.contains("mqtt.tls.ca_file") && e.contains("does not exist"),
+        "{e}"
+    );
+    // Relative to the file's directory.
+    assert!(
+        e.contains(&dir.path().join("missing-ca.pem").display().to_string()),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("not-pem.pem"), "hello").unwrap();
+    let e = err("[mqtt.tls]\nca_file = \"not-pem.pem\"\n");
+    assert!(
+        e.contains("mqtt.tls.ca_file") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = err("[mqtt.tls]\ncert_file = \"not-pem.pem\"\n");
+    assert!(
+        e.contains("mqtt.tls.cert_file") && e.contains("needs mqtt.tls.key"),
+        "{e}"
+    );
+    let e = err("[mqtt.tls]\nkey = { file = \"missing.key\" }\n");
+    assert!(
+        e.contains("mqtt.tls.key") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = err("[mqtt.tls]\nalpn = [\"\"]\n");
+    assert!(e.contains("mqtt.tls.alpn"), "{e}");
+    let e = err("[mqtt.tls]\nca = \"x\"\n");
+    assert!(e.contains("ca_file"), "unknown key suggests: {e}");
+}
+
+#[test]
+fn kafka_tls_files_resolve_and_features_are_checked_against_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |props: &str| {
+        load_in(
+            dir.path(),
+            "k.toml",
+            &doc(
+                SYNTHETIC,
+                &format!("{KAFKA}\n[kafka.properties]\n{props}"),
+                "",
+            ),
+            no_env(),
+        )
+    };
+    // This build has TLS, SCRAM, PLAIN, OAUTHBEARER and zstd.
+    let features = kafka::builtin_features();
+    for f in [
+        "ssl",
+        "sasl_plain",
+        "sasl_scram",
+        "sasl_oauthbearer",
+        "zstd",
+        "lz4",
+    ] {
+        assert!(features.iter().any(|b| b == f), "{f} in {features:?}");
+    }
+    std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+    let ok = with(
+        "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+         \"sasl.username\" = \"u\"\n\"sasl.password\" = \"p\"\n\"ssl.ca.location\" = \"ca.pem\"\n\
+         \"compression.type\" = \"zstd\"\n",
+    )
+    .unwrap();
+    let k = ok.agent.unwrap().kafka.unwrap();
+    assert_eq!(
+        k.properties["ssl.ca.location"].config_value(),
+        dir.path().join("ca.pem").display().to_string()
+    );
+    // "probe" is librdkafka's keyword, not a file.
+    with("\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"probe\"\n").unwrap();
+
+    let e = with("\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"nope.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("kafka.properties.ssl.ca.location") && e.contains("does not exist"),
+        "{e}"
+    );
+    // SASL without a mechanism is GSSAPI (librdkafka's default), which this build lacks.
+    let e = with("\"security.protocol\" = \"SASL_SSL\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("kafka.properties.security.protocol")
+            && e.contains("sasl_gssapi")
+            && e.contains("SCRAM-SHA-512"),
+        "{e}"
+    );
 }
