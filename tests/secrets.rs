@@ -716,8 +716,12 @@ fn numeric_secret_property_is_redacted() {
     let c = write(
         dir.path(),
         "b.toml",
-        &format!("{AGENT_HEAD}[kafka.properties]\n\"ssl.key.password\" = {n}\n"),
+        &format!(
+            "{AGENT_HEAD}[kafka.properties]\n\"ssl.key.password\" = {n}\n\
+             \"ssl.key.location\" = \"/nonexistent/client.key\"\n"
+        ),
     );
+    // Refused (the key file is missing): the error does not show the password.
     let out = check_config(&c, &[]);
     assert_eq!(out.status.code(), Some(64));
     assert_absent("stderr", &out.stderr, &[&n]);
