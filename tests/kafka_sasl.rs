@@ -15,9 +15,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 const API_VERSIONS: i16 = 18;
 const SASL_HANDSHAKE: i16 = 17;
@@ -149,43 +147,9 @@ fn run_agent(port: u16, mechanism: &str) -> String {
         "[device]\nid = \"sasl-cam\"\n[source]\nkind = \"synthetic\"\nfps = 20\nwidth = 320\n\
          height = 240\n[kafka]\nbootstrap_servers = \"127.0.0.1:{port}\"\n[kafka.properties]\n\
          \"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"{mechanism}\"\n\
-         \"sasl.username\" = \"edgecam\"\n\"sasl.password\" = {{ file = \"password\" }}\n"
+         \"sasl.username\" = \"edgecam\"\n\"sasl.password\" = \"not-this-one\"\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("password"), "not-this-one\n").unwrap();
-    let path = dir.path().join("agent.toml");
-    std::fs::write(&path, toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("STATE_DIRECTORY", common::state_dir())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(5));
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(1)),
-        "{:?}\n{stderr}",
-        out.status
-    );
-    let summary = stderr.lines().find(|l| l.starts_with("frames:")).unwrap();
-    assert!(summary.contains(" delivered 0 "), "{summary}");
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with("spool:") && !l.contains("spool: 0 spooled")),
-        "what the agent took is spooled:\n{stderr}"
-    );
+    let stderr = common::run_refused_agent(mechanism, &toml, 5);
     // The password never reaches the log.
     assert!(!stderr.contains("not-this-one"), "{stderr}");
     stderr

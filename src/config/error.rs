@@ -154,6 +154,18 @@ pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Con
     }
 }
 
+/// Why a file could not be read, for a message after its path: "does not exist", "cannot be
+/// read by this user (permission denied)", else "cannot be read: <error>".
+pub(crate) fn why_unreadable(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "cannot be read by this user (permission denied)".to_string()
+        }
+        _ => format!("cannot be read: {e}"),
+    }
+}
+
 fn at_line_column(line: &Option<usize>, column: &Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!(" at line {l}, column {c}"),

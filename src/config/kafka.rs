@@ -337,13 +337,7 @@ impl KafkaConfig {
                 continue;
             }
             if let Err(e) = std::fs::File::open(&path) {
-                let why = match e.kind() {
-                    std::io::ErrorKind::NotFound => "does not exist".to_string(),
-                    std::io::ErrorKind::PermissionDenied => {
-                        "cannot be read by this user (permission denied)".to_string()
-                    }
-                    _ => format!("cannot be read: {e}"),
-                };
+                let why = super::error::why_unreadable(&e);
                 return Err(invalid(
                     format!("kafka.properties.{name}"),
                     format!("{path} {why} (relative paths are relative to the configuration file)"),

@@ -227,13 +227,7 @@ impl MqttTls {
 /// The PEM certificates in `path`, at least one.
 fn read_certs(key: &str, path: &Path) -> Result<Vec<openssl::x509::X509>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "does not exist".to_string(),
-            std::io::ErrorKind::PermissionDenied => {
-                "cannot be read by this user (permission denied)".to_string()
-            }
-            _ => format!("cannot be read: {e}"),
-        };
+        let why = super::error::why_unreadable(&e);
         invalid(key, format!("{} {why}", path.display()))
     })?;
     match openssl::x509::X509::stack_from_pem(&bytes) {

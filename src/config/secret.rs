@@ -111,13 +111,7 @@ impl Secret {
             }
         };
         let text = read_bounded(&path).map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::NotFound => "does not exist".to_string(),
-                std::io::ErrorKind::PermissionDenied => {
-                    "cannot be read by this user (permission denied)".to_string()
-                }
-                _ => format!("cannot be read: {e}"),
-            };
+            let why = super::error::why_unreadable(&e);
             invalid(key, format!("{what} {} {why}", path.display()))
         })?;
         let mut text = String::from_utf8(text)

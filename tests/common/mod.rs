@@ -156,3 +156,51 @@ pub fn state_dir() -> String {
 pub fn state_env() -> [(String, String); 1] {
     [("STATE_DIRECTORY".to_string(), state_dir())]
 }
+
+/// Runs `edgecam run` on the configuration `toml` (its own spool) for `secs` seconds, then
+/// SIGTERM. Returns the exit code and stderr (`RUST_LOG=info`), after checking what every
+/// agent whose broker refuses it must show: no panic, exit 0 or 1 (not a crash), nothing
+/// delivered, and what it captured spooled, not lost.
+pub fn run_refused_agent(case: &str, toml: &str, secs: u64) -> String {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, toml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("STATE_DIRECTORY", state_dir())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{case}:\n{stderr}");
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{case}: exit {:?}\n{stderr}",
+        out.status
+    );
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("frames:"))
+        .unwrap_or_else(|| panic!("{case}: no summary in\n{stderr}"));
+    assert!(summary.contains(" delivered 0 "), "{case}: {summary}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("spool:") && !l.contains("spool: 0 spooled")),
+        "{case}: what the agent took is spooled, not lost:\n{stderr}"
+    );
+    stderr
+}
