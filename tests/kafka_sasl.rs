@@ -7,9 +7,9 @@
 //! (v1), records what the agent sent, and refuses, the way a real broker does. Checked: the
 //! mechanism negotiation reaches the broker with the configured mechanism; a mechanism the
 //! broker does not enable fails with one clear error naming the broker's mechanisms; PLAIN
-//! sends `\0user\0password` (here over plain TCP, so SASL_PLAINTEXT; SASL_SSL is the same
-//! exchange inside the TLS of tests/kafka_tls.rs), and a refused password is one clear
-//! error. Nothing is delivered and what the agent took is spooled.
+//! sends `\0user\0password` over SASL_PLAINTEXT, SCRAM-SHA-256 sends its client-first
+//! message over SASL_SSL (behind a TLS terminator, the broker verified), and a refused
+//! password is one clear error. Nothing is delivered and what the agent took is spooled.
 
 mod common;
 
@@ -141,12 +141,23 @@ impl SaslBroker {
     }
 }
 
-/// Runs the agent with SASL `mechanism` against `port` for 5 s; returns its stderr.
+/// Runs the agent with SASL `mechanism` over plain TCP against `port` for 5 s; returns its
+/// stderr.
 fn run_agent(port: u16, mechanism: &str) -> String {
+    run_agent_with(
+        &format!("127.0.0.1:{port}"),
+        mechanism,
+        "\"security.protocol\" = \"SASL_PLAINTEXT\"",
+    )
+}
+
+/// Runs the agent with SASL `mechanism` against `bootstrap`, `security` being the
+/// `security.protocol` line and any TLS properties.
+fn run_agent_with(bootstrap: &str, mechanism: &str, security: &str) -> String {
     let toml = format!(
         "[device]\nid = \"sasl-cam\"\n[source]\nkind = \"synthetic\"\nfps = 20\nwidth = 320\n\
-         height = 240\n[kafka]\nbootstrap_servers = \"127.0.0.1:{port}\"\n[kafka.properties]\n\
-         \"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"{mechanism}\"\n\
+         height = 240\n[kafka]\nbootstrap_servers = \"{bootstrap}\"\n[kafka.properties]\n\
+         {security}\n\"sasl.mechanism\" = \"{mechanism}\"\n\
          \"sasl.username\" = \"edgecam\"\n\"sasl.password\" = \"not-this-one\"\n"
     );
     let stderr = common::run_refused_agent(mechanism, &toml, 5);
@@ -204,4 +215,53 @@ fn plain_sends_user_and_password_and_a_refusal_fails_clearly() {
         "one line with the broker's reason:\n{stderr}"
     );
     assert!(lines[0].contains("ERROR"), "{}", lines[0]);
+}
+
+/// SASL_SSL: the same exchange inside TLS (the broker side behind a TLS terminator, its
+/// certificate verified against the test CA), with SCRAM-SHA-256: the client-first message
+/// names the user and carries a nonce; the refusal is one clear error.
+#[test]
+fn scram_over_tls_sends_the_client_first_message() {
+    let pki = common::tls::Pki::new();
+    let broker = SaslBroker::start(&["SCRAM-SHA-256"]);
+    let tls = common::tls::Terminator::start(&pki, None, &format!("127.0.0.1:{}", broker.port));
+    let security = format!(
+        "\"security.protocol\" = \"SASL_SSL\"\n\"ssl.ca.location\" = \"{}\"",
+        pki.ca.display()
+    );
+    let stderr = run_agent_with(
+        &format!("localhost:{}", tls.port),
+        "SCRAM-SHA-256",
+        &security,
+    );
+    assert!(broker
+        .seen(SASL_HANDSHAKE)
+        .iter()
+        .all(|b| b[2..] == *b"SCRAM-SHA-256"));
+    let auth = broker.seen(SASL_AUTHENTICATE);
+    assert!(
+        auth.len() >= 2,
+        "librdkafka retries: {} attempts",
+        auth.len()
+    );
+    for b in &auth {
+        let first = String::from_utf8_lossy(&b[4..]);
+        assert!(
+            first.starts_with("n,,n=edgecam,r="),
+            "client-first: {first}"
+        );
+        assert!(
+            first.len() > "n,,n=edgecam,r=".len() + 8,
+            "a nonce: {first}"
+        );
+    }
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Invalid username or password"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line with the broker's reason:\n{stderr}"
+    );
 }

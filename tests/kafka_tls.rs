@@ -9,15 +9,13 @@
 mod common;
 
 use std::ffi::{CStr, CString};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::mosquitto::free_port;
-use common::tls::Pki;
+use common::tls::{Pki, Terminator};
 use common::{check_complete, read_topic_with, unique_topic, FIXTURE};
 use edgecam::metrics::Metrics;
 use rdkafka::config::ClientConfig;
@@ -30,7 +28,7 @@ struct TlsCluster {
     mock: *mut sys::rd_kafka_mock_cluster_t,
     /// The client the mock cluster lives in; dropped after it.
     _host: BaseProducer,
-    socat: Child,
+    _tls: Terminator,
     /// `localhost:<terminator port>`.
     bootstrap: String,
 }
@@ -46,38 +44,17 @@ impl TlsCluster {
             .to_str()
             .unwrap()
             .to_string();
-        let port = free_port();
-        let verify = match client_ca {
-            Some(ca) => format!("verify=1,cafile={}", ca.display()),
-            None => "verify=0".to_string(),
-        };
-        let socat = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},{verify}",
-                pki.server_cert.display(),
-                pki.server_key.display()
-            ))
-            .arg(format!("TCP:{plain}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat (Debian package socat; scripts/setup installs it)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "socat did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let tls = Terminator::start(pki, client_ca, &plain);
         let localhost = CString::new("localhost").unwrap();
         // SAFETY: a live cluster; the host name is copied.
         unsafe {
-            sys::rd_kafka_mock_broker_set_host_port(mock, 1, localhost.as_ptr(), port as i32)
+            sys::rd_kafka_mock_broker_set_host_port(mock, 1, localhost.as_ptr(), tls.port as i32)
         };
         TlsCluster {
             mock,
             _host: host,
-            socat,
-            bootstrap: format!("localhost:{port}"),
+            bootstrap: format!("localhost:{}", tls.port),
+            _tls: tls,
         }
     }
 
@@ -91,8 +68,6 @@ impl TlsCluster {
 
 impl Drop for TlsCluster {
     fn drop(&mut self) {
-        let _ = self.socat.kill();
-        let _ = self.socat.wait();
         // SAFETY: created by rd_kafka_mock_cluster_new, destroyed once, before its client.
         unsafe { sys::rd_kafka_mock_cluster_destroy(self.mock) };
     }

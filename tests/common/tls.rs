@@ -220,3 +220,50 @@ impl Pki {
         }
     }
 }
+
+/// A TLS terminator in front of a plain TCP service: `socat` with OpenSSL listening on a free
+/// loopback port with [`Pki::server_cert`], forwarding each connection to `upstream`. Killed
+/// on drop. Needs `socat` (scripts/setup installs it).
+pub struct Terminator {
+    child: std::process::Child,
+    /// The TLS port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Terminator {
+    /// `client_ca`: require a client certificate signed by it (mutual TLS).
+    pub fn start(pki: &Pki, client_ca: Option<&Path>, upstream: &str) -> Terminator {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let port = super::mosquitto::free_port();
+        let verify = match client_ca {
+            Some(ca) => format!("verify=1,cafile={}", ca.display()),
+            None => "verify=0".to_string(),
+        };
+        let child = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},{verify}",
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ))
+            .arg(format!("TCP:{upstream}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat (Debian package socat; scripts/setup installs it)");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "socat did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Terminator { child, port }
+    }
+}
+
+impl Drop for Terminator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
