@@ -249,9 +249,7 @@ impl<S: Storage> Forwarder<S> {
     /// The sink's report on one record: a delivered or rejected record is forgotten, in
     /// the spool too.
     pub fn on_ack(&mut self, ack: Ack) {
-        let ticket = match ack {
-            Ack::Delivered(t) | Ack::Rejected(t) => t,
-        };
+        let ticket = ack.ticket();
         let Some(h) = self.held.remove(&ticket) else {
             return;
         };
@@ -853,7 +851,7 @@ mod tests {
                         f.on_ack(if matches!(op, Op::Deliver(_)) {
                             Ack::Delivered(o.ticket)
                         } else {
-                            Ack::Rejected(o.ticket)
+                            Ack::Rejected(o.ticket, "refused".into())
                         });
                     }
                     Op::Deliver(_) | Op::Reject(_) => {}

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
-use crate::bridge::input::{convert, dead_letter, Input, RawSeqs, Record};
+use crate::bridge::input::{convert, dead_letter, Input, RawSeqs};
 use crate::config::{valid_device_id, InputFormat, TopicPattern};
 use crate::limits::Limits;
 use crate::record::header;
@@ -107,13 +107,6 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn header_of<'r>(r: &'r Record, name: &str) -> Option<&'r str> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// One MQTT message through the bridge's conversion (`bridge::input::convert`), and on
 /// rejection through `dead_letter`, twice in a row with the same per-device sequence state.
 ///
@@ -166,12 +159,16 @@ pub fn bridge_convert(data: &[u8]) {
         );
         match &result {
             Ok(r) => {
-                assert!(r.size() <= b.max_bytes, "record of {} bytes", r.size());
-                let key = r.key.as_deref().expect("a frame record has a key");
+                assert!(
+                    r.wire_size() <= b.max_bytes,
+                    "record of {} bytes",
+                    r.wire_size()
+                );
+                let key = r.key.as_str();
                 assert!(valid_device_id(key), "record key {key:?}");
                 assert!(payload.starts_with(&r.value), "value is not the payload");
                 if is_raw {
-                    assert_eq!(header_of(r, header::SEQ), Some(round.to_string().as_str()));
+                    assert_eq!(r.header(header::SEQ), Some(round.to_string().as_str()));
                 }
             }
             Err(rej) => {
@@ -180,11 +177,11 @@ pub fn bridge_convert(data: &[u8]) {
                 }
                 let dl = dead_letter(rej, topic, properties.as_ref(), &payload, b.max_bytes);
                 assert!(
-                    dl.size() <= b.max_bytes,
+                    dl.wire_size() <= b.max_bytes,
                     "dead letter of {} bytes",
-                    dl.size()
+                    dl.wire_size()
                 );
-                assert_eq!(dl.key, rej.device);
+                assert_eq!(dl.kafka_key(), rej.device.as_ref().map(|d| d.as_bytes()));
             }
         }
         let outcome = result.map(|r| r.value).map_err(|r| r.reason);

@@ -184,12 +184,20 @@ pub fn headers_to_properties<'a>(
 }
 
 /// The inverse of [`headers_to_properties`]: `(name, value)` pairs, content type first.
-pub fn properties_to_headers(p: &PublishProperties) -> Vec<(String, String)> {
+/// Names edgecam writes come back as their `&'static str` ([`header::intern`]), others
+/// owned.
+pub fn properties_to_headers(p: &PublishProperties) -> Vec<(crate::record::HeaderName, String)> {
     let mut h = Vec::with_capacity(p.user_properties.len() + 1);
     if let Some(ct) = &p.content_type {
-        h.push((header::CONTENT_TYPE.to_string(), ct.clone()));
+        h.push((header::CONTENT_TYPE.into(), ct.clone()));
     }
-    h.extend(p.user_properties.iter().cloned());
+    h.extend(p.user_properties.iter().map(|(k, v)| {
+        let name = match header::intern(k.as_bytes()) {
+            Some(known) => known.into(),
+            None => k.clone().into(),
+        };
+        (name, v.clone())
+    }));
     h
 }
 
@@ -234,7 +242,7 @@ mod tests {
         assert_eq!(p.message_expiry_interval, Some(30));
         assert_eq!(p.user_properties.len(), 3);
         let back = properties_to_headers(&p);
-        let mut a: Vec<_> = back.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut a: Vec<_> = back.iter().map(|(k, v)| (k.as_ref(), v.as_str())).collect();
         let mut b = headers.to_vec();
         a.sort();
         b.sort();

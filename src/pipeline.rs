@@ -287,14 +287,17 @@ fn error_record(device: &str, frame: &Frame, reason: &str, detail: &str) -> Fram
     FrameRecord {
         key: device.to_string(),
         headers: vec![
-            (crate::record::header::DEVICE, device.to_string()),
-            (crate::record::header::SEQ, frame.seq.to_string()),
-            (crate::record::header::FRAME_ID, frame.frame_id.clone()),
+            (crate::record::header::DEVICE.into(), device.to_string()),
+            (crate::record::header::SEQ.into(), frame.seq.to_string()),
             (
-                crate::record::header::CONTENT_TYPE,
+                crate::record::header::FRAME_ID.into(),
+                frame.frame_id.clone(),
+            ),
+            (
+                crate::record::header::CONTENT_TYPE.into(),
                 "application/json".to_string(),
             ),
-            (crate::record::header::REASON, reason.to_string()),
+            (crate::record::header::REASON.into(), reason.to_string()),
         ],
         value: bytes::Bytes::from(body.to_string()),
     }

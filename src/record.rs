@@ -16,6 +16,8 @@
 //! | `edgecam.pixel_format` | only for `zstd`: `rgb8` or `gray8` (raw pixels, row-major, no padding) |
 //! | `edgecam.replayed` | `1`, only on a record sent from the spool (after an outage or a restart); every other header is as first written |
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// Header names, in the order they are written.
@@ -71,13 +73,19 @@ pub mod header {
 /// MIME type of lossless frames: raw pixels (see `edgecam.pixel_format`) compressed with zstd.
 pub const CONTENT_TYPE_RAW_ZSTD: &str = "application/vnd.edgecam.raw+zstd";
 
-/// One Kafka record, ready to produce.
-#[derive(Debug, Clone)]
+/// A header name: one of [`header::ALL`] (borrowed) or, for records the bridge passes
+/// through from MQTT user properties, any other name (owned).
+pub type HeaderName = Cow<'static, str>;
+
+/// One Kafka record, ready to produce: a frame, an error report, or a bridge dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameRecord {
     /// Record key: the device id, so one device's frames stay ordered in one partition.
+    /// Empty means no key (a null key in Kafka): only a bridge dead letter whose device is
+    /// unknown has none, as a device id is never empty.
     pub key: String,
-    /// Headers, `(name, UTF-8 value)`.
-    pub headers: Vec<(&'static str, String)>,
+    /// Headers, `(name, UTF-8 value)`, in the order they are written.
+    pub headers: Vec<(HeaderName, String)>,
     /// The image itself: any Kafka client can write it to a file as is.
     pub value: Bytes,
 }
@@ -92,11 +100,21 @@ impl FrameRecord {
         self.headers.iter().map(|(k, v)| (k.len(), v.len()))
     }
 
+    /// The key as Kafka gets it: `None` for an empty key.
+    pub fn kafka_key(&self) -> Option<&[u8]> {
+        (!self.key.is_empty()).then_some(self.key.as_bytes())
+    }
+
+    /// Appends header `name: value`.
+    pub fn push_header(&mut self, name: impl Into<HeaderName>, value: impl Into<String>) {
+        self.headers.push((name.into(), value.into()));
+    }
+
     /// Looks a header up by name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(k, _)| *k == name)
+            .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 }

@@ -1163,6 +1163,92 @@ async fn fatal_producer_error_recreates_the_producer_and_forwards_everything() {
     s.disconnect().await;
 }
 
+/// Kafka refuses one record for good (`MSG_SIZE_TOO_LARGE` injected on Produce): the bridge's
+/// sink reports it rejected with the broker's reason, the bridge dead-letters the message as
+/// `delivery_rejected` and acknowledges it, and the frames around it are forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_kafka_refuses_is_dead_lettered_with_the_reason() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Mosquitto::start();
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique_topic("refused-frames");
+    let dead = unique_topic("refused-dead");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.create_topic(&dead, 1, 1).unwrap();
+    let toml = BridgeToml {
+        id: "refused",
+        port: broker.port(),
+        bootstrap: &bootstrap,
+        topic: &topic,
+        dead_letter_topic: Some(&dead),
+        max_message_bytes: 100_000,
+        // One record per Produce request, so the injected error hits exactly one.
+        max_in_flight: 1,
+    }
+    .render();
+    let bridge = InProcessBridge::start(&toml);
+    bridge.wait_ready(true).await;
+    let mut s = Sensor::v311(broker.port(), "refused-sensor").await;
+    let m = bridge.metrics.clone();
+    let frames: Vec<Bytes> = (0..3).map(|i| jpeg(24, 16, 100 + i)).collect();
+    assert!(
+        s.publish("cameras/esp-r/jpeg", frames[0].clone(), None)
+            .await
+    );
+    wait_until("the first frame forwarded", Duration::from_secs(30), || {
+        m.forwarded.load(Relaxed) == 1
+    })
+    .await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    assert!(
+        s.publish("cameras/esp-r/jpeg", frames[1].clone(), None)
+            .await
+    );
+    wait_until(
+        "the refused frame dead-lettered",
+        Duration::from_secs(30),
+        || m.dead_lettered.load(Relaxed) == 1,
+    )
+    .await;
+    assert!(
+        s.publish("cameras/esp-r/jpeg", frames[2].clone(), None)
+            .await
+    );
+    wait_until(
+        "every message acknowledged",
+        Duration::from_secs(30),
+        || m.acked.load(Relaxed) == 3,
+    )
+    .await;
+    assert_eq!(m.rejected_for(RejectReason::DeliveryRejected), 1);
+    assert_eq!(m.forwarded.load(Relaxed), 2);
+
+    let dl = read_all(&bootstrap, &dead, 1, 1).await;
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].h("edgecam.reason"), "delivery_rejected");
+    let detail = dl[0].h("edgecam.detail");
+    assert!(
+        detail.starts_with("Kafka refused the record: ") && detail.contains("too large"),
+        "detail: {detail}"
+    );
+    assert_eq!(
+        dl[0].value,
+        frames[1].to_vec(),
+        "the refused image is in the dead letter"
+    );
+    assert_eq!(dl[0].key, b"esp-r");
+    let recs = read_all(&bootstrap, &topic, 1, 2).await;
+    let values: Vec<&[u8]> = recs.iter().map(|r| r.value.as_slice()).collect();
+    assert_eq!(values, vec![&frames[0][..], &frames[2][..]]);
+    let report = bridge.stop().await;
+    assert_eq!(report.undelivered, 0);
+    s.disconnect().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Broker restart.
 // ---------------------------------------------------------------------------------------

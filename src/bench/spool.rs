@@ -31,9 +31,9 @@ fn frame(seq: u64, value_len: usize) -> Outgoing {
         record: FrameRecord {
             key: "bench".into(),
             headers: vec![
-                (header::DEVICE, "bench".into()),
-                (header::SEQ, seq.to_string()),
-                (header::FRAME_ID, uuid::Uuid::now_v7().to_string()),
+                (header::DEVICE.into(), "bench".into()),
+                (header::SEQ.into(), seq.to_string()),
+                (header::FRAME_ID.into(), uuid::Uuid::now_v7().to_string()),
             ],
             value: Bytes::from(v),
         },

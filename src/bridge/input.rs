@@ -12,37 +12,11 @@ use super::config::{valid_device_id, InputConfig, InputFormat, TopicPattern};
 use super::metrics::RejectReason;
 use crate::inspect::{self, Refusal};
 use crate::limits::Limits;
-use crate::record::{header, record_size, CONTENT_TYPE_RAW_ZSTD};
+use crate::record::{header, FrameRecord, HeaderName, CONTENT_TYPE_RAW_ZSTD};
 
-/// A record ready to produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    /// Kafka key (the device id), or none for dead letters whose device is unknown.
-    pub key: Option<String>,
-    /// Headers in order.
-    pub headers: Vec<(String, String)>,
-    /// The value.
-    pub value: Bytes,
-}
-
-impl Record {
-    /// Whole-record size as [`record_size`] counts it.
-    pub fn size(&self) -> usize {
-        record_size(
-            self.key.as_ref().map_or(0, String::len),
-            self.headers.iter().map(|(k, v)| (k.len(), v.len())),
-            self.value.len(),
-        )
-    }
-
-    #[cfg(test)]
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// A record ready to produce: the one record type ([`FrameRecord`]); a dead letter whose
+/// device is unknown has an empty key (no key in Kafka).
+pub(crate) type Record = FrameRecord;
 
 /// Why a message is rejected, with details for the log and the dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,34 +168,34 @@ pub(crate) fn convert(
                 (inspect::Format::Jpeg, None) => ("image/jpeg", "jpeg", "unknown".to_string()),
             };
             let headers = vec![
-                (header::DEVICE.to_string(), device.to_string()),
-                (header::SEQ.to_string(), seq.to_string()),
+                (header::DEVICE.into(), device.to_string()),
+                (header::SEQ.into(), seq.to_string()),
                 (
-                    header::FRAME_ID.to_string(),
+                    header::FRAME_ID.into(),
                     raw_frame_id(device, &payload[..s.len]).to_string(),
                 ),
                 (
-                    header::CAPTURED_AT.to_string(),
+                    header::CAPTURED_AT.into(),
                     humantime::format_rfc3339_micros(now).to_string(),
                 ),
-                (header::CONTENT_TYPE.to_string(), content_type.to_string()),
-                (header::WIDTH.to_string(), s.width.to_string()),
-                (header::HEIGHT.to_string(), s.height.to_string()),
-                (header::CODEC.to_string(), codec.to_string()),
-                (header::QUALITY.to_string(), quality),
+                (header::CONTENT_TYPE.into(), content_type.to_string()),
+                (header::WIDTH.into(), s.width.to_string()),
+                (header::HEIGHT.into(), s.height.to_string()),
+                (header::CODEC.into(), codec.to_string()),
+                (header::QUALITY.into(), quality),
             ];
             let r = Record {
-                key: Some(device.to_string()),
+                key: device.to_string(),
                 headers,
                 value: payload.slice(..s.len),
             };
-            if r.size() <= max_bytes {
+            if r.wire_size() <= max_bytes {
                 seqs.commit(device, seq);
             }
             r
         }
     };
-    let size = record.size();
+    let size = record.wire_size();
     if size > max_bytes {
         return Err(reject(
             RejectReason::OverBudget,
@@ -287,7 +261,7 @@ fn edgecam_record(
     }
     let value = edgecam_value(&get, payload, limits)?;
     Ok(Record {
-        key: Some(device.to_string()),
+        key: device.to_string(),
         headers,
         value,
     })
@@ -398,13 +372,13 @@ pub(crate) fn dead_letter(
     truncate_chars(&mut detail, 1024);
     let base = vec![
         (
-            super::REASON_HEADER.to_string(),
+            HeaderName::Borrowed(super::REASON_HEADER),
             rejection.reason.as_str().to_string(),
         ),
-        (super::MQTT_TOPIC_HEADER.to_string(), topic_text),
-        (super::DETAIL_HEADER.to_string(), detail),
+        (HeaderName::Borrowed(super::MQTT_TOPIC_HEADER), topic_text),
+        (HeaderName::Borrowed(super::DETAIL_HEADER), detail),
         (
-            super::PAYLOAD_BYTES_HEADER.to_string(),
+            HeaderName::Borrowed(super::PAYLOAD_BYTES_HEADER),
             payload.len().to_string(),
         ),
     ];
@@ -413,17 +387,20 @@ pub(crate) fn dead_letter(
         full.extend(crate::mqtt::properties_to_headers(p));
     }
     let r = Record {
-        key: rejection.device.clone(),
+        key: rejection.device.clone().unwrap_or_default(),
         headers: full,
         value: payload.clone(),
     };
-    if r.size() <= max_bytes {
+    if r.wire_size() <= max_bytes {
         return r;
     }
     let mut headers = base;
-    headers.push((super::TRUNCATED_HEADER.to_string(), "true".to_string()));
+    headers.push((
+        HeaderName::Borrowed(super::TRUNCATED_HEADER),
+        "true".to_string(),
+    ));
     Record {
-        key: rejection.device.clone(),
+        key: rejection.device.clone().unwrap_or_default(),
         headers,
         value: Bytes::new(),
     }
@@ -516,7 +493,7 @@ mod tests {
             &mut RawSeqs::default(),
         )
         .unwrap();
-        assert_eq!(r.key.as_deref(), Some("cam-1"));
+        assert_eq!(r.key, "cam-1");
         assert_eq!(r.value, payload);
         assert_eq!(r.headers, crate::mqtt::properties_to_headers(&p));
         assert_eq!(r.header("content-type"), Some("image/jpeg"));
@@ -707,7 +684,7 @@ mod tests {
         assert!(d.value.is_empty());
         assert_eq!(d.header("edgecam.truncated"), Some("true"));
         assert_eq!(d.header("edgecam.payload_bytes"), Some("20000"));
-        assert!(d.size() <= 10_000);
+        assert!(d.wire_size() <= 10_000);
     }
 
     fn noise_jpeg(w: u32, h: u32) -> Bytes {

@@ -160,3 +160,22 @@ impl BridgeMetrics {
         s
     }
 }
+
+/// The bridge's Kafka sink counts retries and producer restarts here; forwarded and
+/// dead-lettered records are counted by the bridge from the sink's acks, as it knows which
+/// MQTT message each record stands for.
+impl crate::sink::SinkMetrics for BridgeMetrics {
+    fn retried(&self, error: &str) {
+        self.set_last_error(format!("kafka: {error}"));
+        self.delivery_retries.fetch_add(1, Relaxed);
+    }
+
+    fn producer_restarted(&self, why: &str) {
+        self.set_last_error(format!("Kafka producer fatal error: {why}"));
+        self.producer_restarts.fetch_add(1, Relaxed);
+    }
+
+    fn last_error(&self, error: String) {
+        self.set_last_error(error);
+    }
+}

@@ -31,9 +31,13 @@
 //! message), in the order the messages arrived, and only on the connection the message came
 //! in on. Killing the bridge at any moment therefore loses nothing the broker handed over: an
 //! unacknowledged message is delivered again (and may then be in Kafka twice;
-//! `edgecam.frame_id` identifies it). The MQTT receive maximum is `kafka.max_in_flight`:
-//! the broker never has more unacknowledged messages out to the bridge, and the bridge never
-//! holds more than that many messages between MQTT and Kafka.
+//! `edgecam.frame_id` identifies it). The Kafka side is the agent's own sink
+//! ([`crate::sink::kafka::KafkaSink`]): the same idempotent producer, retry policy and
+//! recovery from a fatal producer error, reporting one [`crate::sink::Ack`] per record; a
+//! record Kafka refuses for good is dead-lettered as `delivery_rejected`. The MQTT receive
+//! maximum is `kafka.max_in_flight`: the broker never has more unacknowledged messages out
+//! to the bridge, and the bridge never holds more than that many messages between MQTT and
+//! Kafka.
 //!
 //! # Bad input
 //!
@@ -56,18 +60,14 @@ pub mod config;
 pub(crate) mod input;
 mod metrics;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::sink::kafka::{classify, ErrorClass, RecoverableProducer, SLOW_RETRY};
-use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
+use crate::sink::kafka::{KafkaSink, KafkaSinkError, SinkReport};
+use crate::sink::{Ack, AckTx, Destination, Outgoing};
+use rdkafka::error::KafkaError;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -99,8 +99,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A connection that lasted this long resets the backoff.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
-/// Delay before a record Kafka could not deliver is sent again.
-const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// After the last delivery at shutdown: how long to wait for PUBACKs and DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -177,9 +175,18 @@ pub async fn run(
         .await
         .map_err(BridgeError::CreateTopic)?;
     }
-    let producer = RecoverableProducer::new(producer_config).map_err(BridgeError::Kafka)?;
-
     let max_in_flight = cfg.kafka.max_in_flight.get().min(u16::MAX as usize);
+    let sink = KafkaSink::with_producer(
+        producer_config,
+        cfg.kafka.topic.to_string(),
+        cfg.bridge.dead_letter_topic.as_ref().map(|t| t.to_string()),
+        max_in_flight,
+        metrics.clone(),
+    )
+    .map_err(|e| match e {
+        KafkaSinkError::Config(k) => BridgeError::Kafka(k),
+        other => BridgeError::CreateTopic(other),
+    })?;
     let patterns = cfg.patterns();
     let filters: Vec<Filter> = cfg
         .bridge
@@ -228,27 +235,32 @@ pub async fn run(
         "bridge starting"
     );
 
+    // A child: the forwarder may stop itself (and the sink) without cancelling the
+    // caller's token.
+    let stop = shutdown.child_token();
+    let (sink_tx, sink_rx) = mpsc::channel(max_in_flight);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let sink = tokio::spawn(sink.with_acks(AckTx::new(ack_tx)).run(
+        sink_rx,
+        stop.clone(),
+        Duration::from_millis(cfg.bridge.shutdown_grace_ms.get()),
+    ));
     let mut fwd = Forwarder {
-        producer,
-        topic: cfg.kafka.topic.to_string(),
-        dead_letter_topic: cfg.bridge.dead_letter_topic.as_ref().map(|t| t.to_string()),
+        dead_letter: cfg.bridge.dead_letter_topic.is_some(),
         max_bytes: max_bytes as usize,
         limits: cfg.limits.limits(),
         warnings: crate::throttle::Throttle::frames(),
-        kafka_warnings: crate::throttle::Throttle::frames(),
         inputs,
         seqs: RawSeqs::default(),
         metrics: metrics.clone(),
         ledger: AckLedger::default(),
-        in_flight: FuturesUnordered::new(),
+        pending: HashMap::new(),
+        sink: Some(sink_tx),
         acks: VecDeque::new(),
         conn_rx,
-        // A child: the forwarder may stop itself without cancelling the caller's token.
-        shutdown: shutdown.child_token(),
-        give_up_at: None,
-        grace: Duration::from_millis(cfg.bridge.shutdown_grace_ms.get()),
+        shutdown: stop,
     };
-    let undelivered = fwd.run(rx, &draining).await;
+    let undelivered = fwd.run(rx, ack_rx, sink, &draining).await;
 
     // Acknowledge what was delivered, then disconnect (after the PUBACKs: same queue).
     let deadline = Instant::now() + DISCONNECT_TIMEOUT;
@@ -276,7 +288,6 @@ pub async fn run(
         tracing::warn!("MQTT disconnect did not complete in time; closing the connection");
         mqtt_task.abort();
     }
-    let _ = fwd.producer.get().flush(Duration::from_millis(100));
 
     let report = BridgeReport {
         received: metrics.received.load(Relaxed),
@@ -493,97 +504,69 @@ impl MqttTask {
     }
 }
 
-/// Where a record goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dest {
-    Frames,
-    DeadLetter,
-}
-
-/// One record on its way to Kafka, for one slot.
-struct Job {
-    slot: u64,
-    dest: Dest,
-    record: Record,
-    /// The message, to build a dead letter if Kafka refuses the record.
+/// What the bridge remembers of a message while the sink holds its record: enough to count
+/// it when its ack comes, and to dead-letter it if Kafka refuses the record.
+struct Pending {
+    destination: Destination,
+    /// Whole-record bytes ([`crate::record::FrameRecord::wire_size`]).
+    size: usize,
+    /// The device, when known (the record's key).
+    device: Option<String>,
+    /// The message, to build a dead letter from.
     publish: Publish,
 }
 
-enum Done {
-    Delivered(Job, Result<(), KafkaError>),
-    RetryNow(Job),
-}
-
-type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
-
-/// What happened when a record was handed to librdkafka.
-enum Enqueued {
-    Sent(InFlight),
-    Refused(Box<Job>, KafkaError),
-    GaveUp,
-}
-
-/// The Kafka side: converts, produces, tracks slots, acknowledges in arrival order.
+/// The bridge's middle: converts messages into records for the Kafka sink, tracks one slot
+/// per message, and acknowledges messages in arrival order as the sink's acks come in.
 struct Forwarder {
-    producer: RecoverableProducer,
-    topic: String,
-    dead_letter_topic: Option<String>,
+    /// `bridge.dead_letter_topic` is set.
+    dead_letter: bool,
     max_bytes: usize,
     /// `[limits]`: the bounds on each message's image.
     limits: crate::limits::Limits,
     /// Rate limit of the "message rejected" warning (a hostile sensor can repeat it).
     warnings: crate::throttle::Throttle,
-    /// Rate limit of the produce and delivery failure warnings (a broken cluster repeats
-    /// them for every record).
-    kafka_warnings: crate::throttle::Throttle,
     inputs: Vec<Input>,
     seqs: RawSeqs,
     metrics: Arc<BridgeMetrics>,
     /// Messages in arrival order, each acknowledged once it and all before it are handled:
     /// (connection id, QoS, packet id) per QoS 1 message.
     ledger: AckLedger<(u64, QoS, u16)>,
-    in_flight: FuturesUnordered<InFlight>,
+    /// Messages whose record the sink holds, by slot (= the record's ticket).
+    pending: HashMap<u64, Pending>,
+    /// The sink's input; `None` once the sink is stopping.
+    sink: Option<mpsc::Sender<Outgoing>>,
     /// PUBACKs to send, in order, with their connection.
     acks: VecDeque<(u64, QoS, u16)>,
     conn_rx: watch::Receiver<Option<Conn>>,
     shutdown: CancellationToken,
-    give_up_at: Option<Instant>,
-    grace: Duration,
-}
-
-/// `true` for errors that say the record itself is unacceptable (sending it again cannot
-/// help): the agent's sink and the bridge classify alike ([`classify`]).
-fn record_refused(e: &KafkaError) -> bool {
-    classify(e) == ErrorClass::RecordRefused
-}
-
-fn delayed(job: Job, delay: Duration) -> InFlight {
-    Box::pin(async move {
-        tokio::time::sleep(delay).await;
-        Done::RetryNow(job)
-    })
 }
 
 impl Forwarder {
-    /// The main loop. Returns the number of messages still undelivered at the end.
-    async fn run(&mut self, mut rx: mpsc::Receiver<Incoming>, draining: &CancellationToken) -> u64 {
+    /// The main loop, until shutdown has been requested and every message is handled, or
+    /// the sink stopped at the end of its grace period. Returns the number of messages
+    /// still unhandled then (left unacknowledged: the broker delivers them again).
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Incoming>,
+        mut sink_acks: mpsc::UnboundedReceiver<Ack>,
+        mut sink: tokio::task::JoinHandle<SinkReport>,
+        draining: &CancellationToken,
+    ) -> u64 {
         let max_in_flight = rx.max_capacity();
+        let mut sink_ended = false;
         loop {
             if !draining.is_cancelled() && self.shutdown.is_cancelled() {
                 tracing::info!(in_flight = self.ledger.len(), "stopping: no new messages");
                 draining.cancel();
-                self.give_up_at.get_or_insert(Instant::now() + self.grace);
             }
             if draining.is_cancelled() && self.ledger.is_empty() {
                 break;
             }
             let can_take = !draining.is_cancelled() && self.ledger.len() < max_in_flight;
-            let give_up_at = self.give_up_at;
             tokio::select! {
                 biased;
-                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.on_done(done).await;
-                }
+                Some(ack) = sink_acks.recv() => self.on_ack(ack).await,
                 _ = tokio::time::sleep(Duration::from_millis(5)), if !self.acks.is_empty() => {
                     self.flush_acks();
                 }
@@ -595,10 +578,21 @@ impl Forwarder {
                     }
                 },
                 _ = self.shutdown.cancelled(), if !draining.is_cancelled() => {}
-                _ = async { tokio::time::sleep_until(give_up_at.unwrap()).await }, if give_up_at.is_some() => {
+                _ = &mut sink => {
+                    // The grace period is over (or the sink failed).
+                    sink_ended = true;
                     break;
                 }
             }
+        }
+        // Close the sink's input: with nothing in flight it ends at once, else at its
+        // deadline. Then take the acks that came in meanwhile.
+        self.sink = None;
+        if !sink_ended {
+            let _ = sink.await;
+        }
+        while let Ok(ack) = sink_acks.try_recv() {
+            self.on_ack(ack).await;
         }
         let undelivered = self.ledger.unfinished() as u64;
         if undelivered > 0 {
@@ -626,15 +620,7 @@ impl Forwarder {
             &mut self.seqs,
             m.at,
         ) {
-            Ok(record) => {
-                self.dispatch(Job {
-                    slot,
-                    dest: Dest::Frames,
-                    record,
-                    publish: p,
-                })
-                .await
-            }
+            Ok(record) => self.send(slot, Destination::Frames, record, p).await,
             Err(rejection) => self.reject(slot, rejection, p).await,
         }
     }
@@ -651,7 +637,7 @@ impl Forwarder {
                 "message rejected"
             );
         }
-        if self.dead_letter_topic.is_none() {
+        if !self.dead_letter {
             self.metrics.discarded.fetch_add(1, Relaxed);
             self.finish(slot);
             return;
@@ -663,158 +649,76 @@ impl Forwarder {
             &publish.payload,
             self.max_bytes,
         );
-        self.dispatch(Job {
-            slot,
-            dest: Dest::DeadLetter,
-            record,
-            publish,
-        })
-        .await;
+        self.send(slot, Destination::Errors, record, publish).await;
     }
 
-    async fn dispatch(&mut self, job: Job) {
-        match self.enqueue(job).await {
-            Enqueued::Sent(f) => self.in_flight.push(f),
-            Enqueued::Refused(job, e) => self.refused(*job, e).await,
-            Enqueued::GaveUp => {}
+    /// Hands `record` to the sink as slot `slot`'s ticket. When the sink is stopping, the
+    /// message stays unhandled (and unacknowledged).
+    async fn send(
+        &mut self,
+        slot: u64,
+        destination: Destination,
+        record: Record,
+        publish: Publish,
+    ) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        self.pending.insert(
+            slot,
+            Pending {
+                destination,
+                size: record.wire_size(),
+                device: record.kafka_key().map(|_| record.key.clone()),
+                publish,
+            },
+        );
+        let out = Outgoing {
+            destination,
+            record,
+            captured_at: SystemTime::now(),
+            ticket: slot,
+        };
+        // Never waits long: the sink's input holds `max_in_flight` records and the ledger
+        // never has more messages than that.
+        if sink.send(out).await.is_err() {
+            self.pending.remove(&slot);
         }
     }
 
-    /// Kafka refused `job`'s record itself.
-    async fn refused(&mut self, job: Job, e: KafkaError) {
-        match job.dest {
-            Dest::Frames => {
+    /// The sink's report on one record.
+    async fn on_ack(&mut self, ack: Ack) {
+        let Some(p) = self.pending.remove(&ack.ticket()) else {
+            return;
+        };
+        match (ack, p.destination) {
+            (Ack::Delivered(slot), Destination::Frames) => {
+                self.metrics.forwarded.fetch_add(1, Relaxed);
+                self.metrics
+                    .forwarded_bytes
+                    .fetch_add(p.size as u64, Relaxed);
+                self.finish(slot);
+            }
+            (Ack::Delivered(slot), Destination::Errors) => {
+                self.metrics.dead_lettered.fetch_add(1, Relaxed);
+                self.finish(slot);
+            }
+            (Ack::Rejected(slot, why), Destination::Frames) => {
                 let rejection = Rejection {
                     reason: RejectReason::DeliveryRejected,
-                    detail: format!("Kafka refused the record: {e}"),
-                    device: job.record.key.clone(),
+                    detail: format!("Kafka refused the record: {why}"),
+                    device: p.device,
                 };
-                Box::pin(self.reject(job.slot, rejection, job.publish)).await;
+                self.reject(slot, rejection, p.publish).await;
             }
-            Dest::DeadLetter => {
-                tracing::error!(error = %e, "Kafka refused the dead letter; message dropped");
+            (Ack::Rejected(slot, why), Destination::Errors) => {
+                tracing::error!(error = %why, "Kafka refused the dead letter; message dropped");
                 self.metrics
-                    .set_last_error(format!("dead letter refused: {e}"));
+                    .set_last_error(format!("dead letter refused: {why}"));
                 self.metrics.discarded.fetch_add(1, Relaxed);
-                self.finish(job.slot);
+                self.finish(slot);
             }
         }
-    }
-
-    /// Hands a record to librdkafka, waiting while its local queue is full.
-    async fn enqueue(&mut self, job: Job) -> Enqueued {
-        let topic = match job.dest {
-            Dest::Frames => self.topic.clone(),
-            Dest::DeadLetter => self.dead_letter_topic.clone().unwrap_or_default(),
-        };
-        loop {
-            let mut headers = OwnedHeaders::new_with_capacity(job.record.headers.len());
-            for (k, v) in &job.record.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            let mut rec = FutureRecord::<[u8], [u8]>::to(&topic)
-                .payload(&job.record.value[..])
-                .headers(headers);
-            if let Some(k) = &job.record.key {
-                rec = rec.key(k.as_bytes());
-            }
-            let err = match self.producer.get().send_result(rec) {
-                Ok(fut) => {
-                    return Enqueued::Sent(Box::pin(async move {
-                        let r = match fut.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(e),
-                            Err(_) => Err(KafkaError::Canceled),
-                        };
-                        Done::Delivered(job, r)
-                    }))
-                }
-                Err((e, _)) => e,
-            };
-            if record_refused(&err) {
-                return Enqueued::Refused(Box::new(job), err);
-            }
-            if self.recover_if_fatal() {
-                continue;
-            }
-            if self.shutdown.is_cancelled() {
-                let at = *self.give_up_at.get_or_insert(Instant::now() + self.grace);
-                if Instant::now() >= at {
-                    return Enqueued::GaveUp;
-                }
-            }
-            let pause = match err {
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                    Duration::from_millis(5)
-                }
-                ref e => {
-                    if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
-                        tracing::warn!(error = %e, suppressed, "produce failed; retrying");
-                    }
-                    Duration::from_millis(100)
-                }
-            };
-            tokio::time::sleep(pause).await;
-        }
-    }
-
-    async fn on_done(&mut self, done: Done) {
-        let (job, result) = match done {
-            Done::RetryNow(job) => return self.dispatch(job).await,
-            Done::Delivered(job, r) => (job, r),
-        };
-        match result {
-            Ok(()) => {
-                match job.dest {
-                    Dest::Frames => {
-                        self.metrics.forwarded.fetch_add(1, Relaxed);
-                        self.metrics
-                            .forwarded_bytes
-                            .fetch_add(job.record.size() as u64, Relaxed);
-                    }
-                    Dest::DeadLetter => {
-                        self.metrics.dead_lettered.fetch_add(1, Relaxed);
-                    }
-                }
-                self.finish(job.slot);
-            }
-            Err(e) if record_refused(&e) => self.refused(job, e).await,
-            Err(e) if classify(&e) == ErrorClass::NeedsOperator => {
-                if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
-                    tracing::error!(error = %e, suppressed, "Kafka refused the record; retrying (check the topic and permissions)");
-                }
-                self.metrics.set_last_error(format!("kafka: {e}"));
-                self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                self.in_flight.push(delayed(job, SLOW_RETRY));
-            }
-            Err(e) => {
-                let delay = if self.recover_if_fatal() {
-                    Duration::ZERO
-                } else {
-                    RETRY_DELAY
-                };
-                if let Some(suppressed) = self.kafka_warnings.allow(std::time::Instant::now()) {
-                    tracing::warn!(error = %e, suppressed, "delivery failed; sending again");
-                }
-                self.metrics.set_last_error(format!("kafka: {e}"));
-                self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                self.in_flight.push(delayed(job, delay));
-            }
-        }
-    }
-
-    /// [`RecoverableProducer::replace_if_fatal`], counted. `true` when it was replaced.
-    fn recover_if_fatal(&mut self) -> bool {
-        let Some(why) = self.producer.replace_if_fatal() else {
-            return false;
-        };
-        self.metrics
-            .set_last_error(format!("Kafka producer fatal error: {why}"));
-        self.metrics.producer_restarts.fetch_add(1, Relaxed);
-        true
     }
 
     /// Marks a slot handled, then acknowledges the handled prefix in arrival order.

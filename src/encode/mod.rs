@@ -415,21 +415,21 @@ impl record::FrameRecord {
         use record::header;
         let e = encoded;
         let mut headers = vec![
-            (header::DEVICE, device.to_string()),
-            (header::SEQ, frame.seq.to_string()),
-            (header::FRAME_ID, frame.frame_id.clone()),
+            (header::DEVICE.into(), device.to_string()),
+            (header::SEQ.into(), frame.seq.to_string()),
+            (header::FRAME_ID.into(), frame.frame_id.clone()),
             (
-                header::CAPTURED_AT,
+                header::CAPTURED_AT.into(),
                 humantime::format_rfc3339_micros(frame.captured_at).to_string(),
             ),
-            (header::CONTENT_TYPE, e.content_type().to_string()),
-            (header::WIDTH, e.width.to_string()),
-            (header::HEIGHT, e.height.to_string()),
-            (header::CODEC, e.codec.as_str().to_string()),
-            (header::QUALITY, e.quality.to_string()),
+            (header::CONTENT_TYPE.into(), e.content_type().to_string()),
+            (header::WIDTH.into(), e.width.to_string()),
+            (header::HEIGHT.into(), e.height.to_string()),
+            (header::CODEC.into(), e.codec.as_str().to_string()),
+            (header::QUALITY.into(), e.quality.to_string()),
         ];
         if let Some(pf) = e.pixel_format {
-            headers.push((header::PIXEL_FORMAT, pf.as_str().to_string()));
+            headers.push((header::PIXEL_FORMAT.into(), pf.as_str().to_string()));
         }
         record::FrameRecord {
             key: device.to_string(),

@@ -10,7 +10,6 @@
 //! restores the order downstream.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Destination, Outgoing};
+use super::{Destination, Outgoing, SinkMetrics};
 use crate::config::KafkaConfig;
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 
 /// A Kafka failure that stops the sink from starting.
@@ -254,13 +253,13 @@ impl RecoverableProducer {
     }
 }
 
-/// The producer side of the pipeline.
+/// The producer side of the pipeline, and of the bridge.
 pub struct KafkaSink {
     producer: RecoverableProducer,
     topic: String,
     error_topic: Option<String>,
     max_in_flight: usize,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn SinkMetrics>,
     /// Rate limit of the "produce failed" warning (a broken producer repeats it).
     warnings: Throttle,
     /// Where each record's fate is reported.
@@ -345,13 +344,34 @@ impl KafkaSink {
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, KafkaSinkError> {
-        let producer = RecoverableProducer::new(cfg.producer_config(max_message_bytes))
-            .map_err(KafkaSinkError::Config)?;
+        Self::with_producer(
+            cfg.producer_config(max_message_bytes),
+            cfg.topic.to_string(),
+            cfg.error_topic.as_ref().map(|t| t.to_string()),
+            cfg.max_in_flight.get(),
+            metrics,
+        )
+    }
+
+    /// A sink producing with `producer_config` to `topic` ([`Destination::Frames`]) and
+    /// `error_topic` ([`Destination::Errors`]; a record for it is rejected when `None`),
+    /// with at most `max_in_flight` records awaiting their delivery report, counting into
+    /// `metrics`. The bridge builds its sink this way.
+    ///
+    /// Errors: [`KafkaSinkError::Config`] when librdkafka rejects a property.
+    pub(crate) fn with_producer(
+        producer_config: ClientConfig,
+        topic: String,
+        error_topic: Option<String>,
+        max_in_flight: usize,
+        metrics: Arc<dyn SinkMetrics>,
+    ) -> Result<Self, KafkaSinkError> {
+        let producer = RecoverableProducer::new(producer_config).map_err(KafkaSinkError::Config)?;
         Ok(KafkaSink {
             producer,
-            topic: cfg.topic.to_string(),
-            error_topic: cfg.error_topic.as_ref().map(|t| t.to_string()),
-            max_in_flight: cfg.max_in_flight.get(),
+            topic,
+            error_topic,
+            max_in_flight,
             metrics,
             warnings: Throttle::frames(),
             acks: super::AckTx::default(),
@@ -381,9 +401,7 @@ impl KafkaSink {
         let Some(why) = self.producer.replace_if_fatal() else {
             return false;
         };
-        self.metrics
-            .set_last_error(format!("Kafka producer fatal error: {why}"));
-        self.metrics.producer_restarts.fetch_add(1, Relaxed);
+        self.metrics.producer_restarted(&why);
         true
     }
 
@@ -396,7 +414,7 @@ impl KafkaSink {
         deadline: &mut Deadline,
     ) -> Result<Option<InFlight>, Outgoing> {
         let Some(topic) = self.topic_for(out.destination).map(str::to_string) else {
-            self.acks.rejected(&out);
+            self.acks.rejected(&out, "no error topic is configured");
             return Ok(None);
         };
         loop {
@@ -410,10 +428,12 @@ impl KafkaSink {
                     value: Some(v.as_bytes()),
                 });
             }
-            let rec = FutureRecord::to(&topic)
-                .key(out.record.key.as_bytes())
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&topic)
                 .payload(out.record.value.as_ref())
                 .headers(headers);
+            if let Some(key) = out.record.kafka_key() {
+                rec = rec.key(key);
+            }
             let error = match self.producer.get().send_result(rec) {
                 Ok(fut) => {
                     return Ok(Some(Box::pin(async move {
@@ -438,15 +458,14 @@ impl KafkaSink {
             let class = classify(&error);
             if class == ErrorClass::RecordRefused {
                 tracing::error!(error = %error, "record rejected by the producer; dropped");
-                self.metrics.drop_frame(DropReason::DeliveryRejected);
-                self.acks.rejected(&out);
+                self.metrics.rejected(&out);
+                self.acks.rejected(&out, &error);
                 return Ok(None);
             }
             if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
                 tracing::warn!(error = %error, suppressed, "produce failed; retrying");
             }
-            self.metrics
-                .set_last_error(format!("produce failed: {error}"));
+            self.metrics.last_error(format!("produce failed: {error}"));
             deadline
                 .sleep(match class {
                     ErrorClass::NeedsOperator => SLOW_RETRY,
@@ -460,11 +479,7 @@ impl KafkaSink {
         let topic = self.topic_for(out.destination).unwrap_or_default();
         *report.delivered.entry(topic.to_string()).or_default() += 1;
         self.acks.delivered(out);
-        if out.destination == Destination::Frames {
-            super::count_delivered(out, &self.metrics);
-        } else {
-            self.metrics.error_records.fetch_add(1, Relaxed);
-        }
+        self.metrics.delivered(out);
     }
 
     /// Publishes everything received on `rx` until it closes, then waits for the delivery
@@ -517,9 +532,9 @@ impl KafkaSink {
                     let seq = out.record.header(crate::record::header::SEQ);
                     match classify(&e) {
                         ErrorClass::RecordRefused => {
-                            tracing::error!(error = %e, seq, "Kafka rejected the record; dropped");
-                            self.metrics.drop_frame(DropReason::DeliveryRejected);
-                            self.acks.rejected(&out);
+                            tracing::error!(error = %e, seq, "Kafka refused the record; not sending it again");
+                            self.metrics.rejected(&out);
+                            self.acks.rejected(&out, &e);
                             None
                         }
                         class => {
@@ -528,8 +543,7 @@ impl KafkaSink {
                             {
                                 tracing::warn!(error = %e, seq, suppressed, "delivery failed; sending again");
                             }
-                            self.metrics.set_last_error(format!("delivery failed: {e}"));
-                            self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                            self.metrics.retried(&e.to_string());
                             if class == ErrorClass::NeedsOperator && !replaced {
                                 // Check the topic and the ACLs; the record waits.
                                 in_flight.push(retry_later(out, SLOW_RETRY));
@@ -560,7 +574,7 @@ impl KafkaSink {
             in_flight.len() + gave_up,
             &mut rx,
             input_open,
-            &self.metrics,
+            &*self.metrics,
             &self.acks,
         );
         report.undelivered = left;

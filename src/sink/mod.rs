@@ -10,7 +10,9 @@ use crate::record::FrameRecord;
 pub enum Destination {
     /// `kafka.topic`: a frame.
     Frames,
-    /// `kafka.error_topic`: a small JSON report about a frame that could not be published.
+    /// The agent's `kafka.error_topic` (a small JSON report about a frame that could not be
+    /// published) or the bridge's `bridge.dead_letter_topic` (a message it could not
+    /// forward).
     Errors,
 }
 
@@ -28,13 +30,78 @@ pub struct Outgoing {
 }
 
 /// What became of one record a sink was given, by [`Outgoing::ticket`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
     /// The broker acknowledged it (Kafka delivery report, MQTT PUBACK, or sent at QoS 0).
     Delivered(u64),
-    /// It can never be delivered (refused for good, or no destination); the sink counted
-    /// the drop.
-    Rejected(u64),
+    /// It can never be delivered: the broker or client refused the record itself (too
+    /// large, malformed) or it has no destination. The text says why (the broker's or
+    /// client's error), for logs and the bridge's dead letter. The sink has counted it
+    /// through [`SinkMetrics::rejected`].
+    Rejected(u64, String),
+}
+
+impl Ack {
+    /// The record's [`Outgoing::ticket`].
+    pub fn ticket(&self) -> u64 {
+        match self {
+            Ack::Delivered(t) | Ack::Rejected(t, _) => *t,
+        }
+    }
+}
+
+/// What a sink counts, so one sink serves the agent ([`crate::metrics::Metrics`]) and the
+/// bridge ([`crate::bridge::BridgeMetrics`]) alike. Methods default to counting nothing.
+pub trait SinkMetrics: Send + Sync {
+    /// `out` was delivered.
+    fn delivered(&self, _out: &Outgoing) {}
+    /// `out` was refused for good (see [`Ack::Rejected`]).
+    fn rejected(&self, _out: &Outgoing) {}
+    /// A delivery failed with `error` and the record is sent again.
+    fn retried(&self, _error: &str) {}
+    /// The producer failed fatally (`why`) and was recreated.
+    fn producer_restarted(&self, _why: &str) {}
+    /// The most recent error, for status lines.
+    fn last_error(&self, _error: String) {}
+    /// `n` records were still undelivered when the grace period ended, with no spool to
+    /// keep them.
+    fn undelivered_at_shutdown(&self, _n: u64) {}
+}
+
+impl SinkMetrics for crate::metrics::Metrics {
+    fn delivered(&self, out: &Outgoing) {
+        match out.destination {
+            Destination::Frames => count_delivered(out, self),
+            Destination::Errors => {
+                self.error_records
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn rejected(&self, _out: &Outgoing) {
+        self.drop_frame(crate::metrics::DropReason::DeliveryRejected);
+    }
+
+    fn retried(&self, error: &str) {
+        self.set_last_error(format!("delivery failed: {error}"));
+        self.delivery_retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn producer_restarted(&self, why: &str) {
+        self.set_last_error(format!("Kafka producer fatal error: {why}"));
+        self.producer_restarts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last_error(&self, error: String) {
+        self.set_last_error(error);
+    }
+
+    fn undelivered_at_shutdown(&self, n: u64) {
+        self.drop_frames(crate::metrics::DropReason::UndeliveredAtShutdown, n);
+    }
 }
 
 /// Where a sink reports each record's [`Ack`]; a default `AckTx` reports nowhere.
@@ -60,10 +127,10 @@ impl AckTx {
         }
     }
 
-    /// Reports `out` rejected.
-    pub fn rejected(&self, out: &Outgoing) {
+    /// Reports `out` rejected, because of `why`.
+    pub fn rejected(&self, out: &Outgoing, why: impl std::fmt::Display) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(Ack::Rejected(out.ticket));
+            let _ = tx.send(Ack::Rejected(out.ticket, why.to_string()));
         }
     }
 }
@@ -96,7 +163,7 @@ pub(crate) fn count_undelivered(
     in_flight: usize,
     rx: &mut tokio::sync::mpsc::Receiver<Outgoing>,
     input_open: bool,
-    metrics: &crate::metrics::Metrics,
+    metrics: &dyn SinkMetrics,
     acks: &AckTx,
 ) -> u64 {
     let mut left = in_flight as u64;
@@ -116,7 +183,7 @@ pub(crate) fn count_undelivered(
             undelivered = left,
             "shutdown grace period over; records left undelivered"
         );
-        metrics.drop_frames(crate::metrics::DropReason::UndeliveredAtShutdown, left);
+        metrics.undelivered_at_shutdown(left);
     }
     left
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::record::{header, FrameRecord};
+use crate::record::{header, FrameRecord, HeaderName};
 use crate::sink::{Destination, Outgoing};
 
 /// Magic bytes that start every record.
@@ -43,9 +43,6 @@ pub enum FormatError {
     /// The body ends early or has bytes left over.
     #[error("spool record body malformed: {0}")]
     Malformed(&'static str),
-    /// A header name this build does not know.
-    #[error("spool record has an unknown header name")]
-    UnknownHeader,
 }
 
 /// `data` followed by its CRC-32 (little-endian): how the spool's small state files
@@ -166,7 +163,10 @@ impl<'a> Reader<'a> {
 /// Decodes a body (the bytes after the header, checksum already checked) into its id and
 /// record.
 ///
-/// Errors: [`FormatError::Malformed`] or [`FormatError::UnknownHeader`].
+/// Header names edgecam knows come back as their `&'static str`; any other name (a spool
+/// written by a newer build) comes back owned, so the record is still delivered.
+///
+/// Errors: [`FormatError::Malformed`].
 pub fn decode_body(body: &[u8]) -> Result<(u64, Outgoing), FormatError> {
     let mut r = Reader(body);
     let id = r.u64()?;
@@ -182,7 +182,14 @@ pub fn decode_body(body: &[u8]) -> Result<(u64, Outgoing), FormatError> {
     let mut headers = Vec::with_capacity(count);
     for _ in 0..count {
         let n = r.u8()? as usize;
-        let name = header::intern(r.take(n)?).ok_or(FormatError::UnknownHeader)?;
+        let raw = r.take(n)?;
+        let name = match header::intern(raw) {
+            Some(known) => HeaderName::Borrowed(known),
+            None => HeaderName::Owned(
+                String::from_utf8(raw.to_vec())
+                    .map_err(|_| FormatError::Malformed("header name not UTF-8"))?,
+            ),
+        };
         let n = r.u16()? as usize;
         headers.push((name, r.text(n)?));
     }
@@ -380,9 +387,9 @@ pub(crate) mod tests {
             record: FrameRecord {
                 key: "cam-1".into(),
                 headers: vec![
-                    (header::DEVICE, "cam-1".into()),
-                    (header::SEQ, id.to_string()),
-                    (header::FRAME_ID, format!("frame-{id}")),
+                    (header::DEVICE.into(), "cam-1".into()),
+                    (header::SEQ.into(), id.to_string()),
+                    (header::FRAME_ID.into(), format!("frame-{id}")),
                 ],
                 value: Bytes::from(
                     (0..value_len)
@@ -431,7 +438,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn unknown_header_names_and_long_fields_are_refused() {
+    fn long_fields_are_refused_and_unknown_header_names_kept() {
         let mut out = sample(1, 10);
         out.record.key = "k".repeat(70_000);
         assert_eq!(encode(1, &out), Err(FormatError::TooLong("key")));
@@ -444,8 +451,11 @@ pub(crate) mod tests {
         buf[p + 13] = b'f';
         let crc = crc32fast::hash(&buf[HEADER_LEN..]);
         buf[12..16].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&buf).unwrap_err(), FormatError::UnknownHeader);
-        assert!(scan(&buf).records.is_empty());
+        let (_, back) = decode(&buf).unwrap();
+        assert_eq!(back.record.headers[0].0, "edgecam.devicf");
+        assert!(matches!(back.record.headers[0].0, HeaderName::Owned(_)));
+        assert!(matches!(back.record.headers[1].0, HeaderName::Borrowed(_)));
+        assert_eq!(ids(&scan(&buf)), vec![1]);
     }
 
     /// Bit flip and zeroing in every field of the middle and of the last record, and

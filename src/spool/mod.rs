@@ -469,7 +469,9 @@ impl<S: Storage> Spool<S> {
                     self.backlog.remove(&id);
                     self.with_sink.insert(id);
                     if out.record.header(header::REPLAYED).is_none() {
-                        out.record.headers.push((header::REPLAYED, "1".to_string()));
+                        out.record
+                            .headers
+                            .push((header::REPLAYED.into(), "1".to_string()));
                     }
                     return Ok(Some((id, out)));
                 }

@@ -295,7 +295,10 @@ impl MqttSink {
     async fn publish_frame(&self, client: &Client, out: &Outgoing) -> Result<(), String> {
         let props = (self.cfg.protocol == MqttProtocol::V5).then(|| {
             mqtt::headers_to_properties(
-                out.record.headers.iter().map(|(k, v)| (*k, v.as_str())),
+                out.record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_str())),
                 self.cfg.message_expiry_secs.map(|s| s.get()),
             )
         });
@@ -425,7 +428,7 @@ impl MqttSink {
                     msg = rx.recv(), if can_take => match msg {
                         Some(out) if out.destination == Destination::Errors => {
                             self.metrics.drop_frame(DropReason::DeliveryRejected);
-                            self.acks.rejected(&out);
+                            self.acks.rejected(&out, "the MQTT sink has no error topic");
                         }
                         Some(out) => {
                             let sent = self.publish_frame(&client, &out).await;
@@ -489,8 +492,13 @@ impl MqttSink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let left =
-            super::count_undelivered(ledger.len(), &mut rx, input_open, &self.metrics, &self.acks);
+        let left = super::count_undelivered(
+            ledger.len(),
+            &mut rx,
+            input_open,
+            &*self.metrics,
+            &self.acks,
+        );
         report.undelivered = left;
         report
     }
