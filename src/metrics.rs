@@ -142,6 +142,11 @@ pub struct Metrics {
     /// Wall-clock time of the last captured frame, milliseconds since the Unix epoch (0 =
     /// none yet).
     pub last_capture_unix_ms: AtomicU64,
+    /// Wall-clock time of the last delivered frame, milliseconds since the Unix epoch (0 =
+    /// none yet).
+    pub last_delivery_unix_ms: AtomicU64,
+    /// Distributions for `/metrics`.
+    pub histograms: Histograms,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
     quality: Mutex<BTreeMap<String, u64>>,
 }
@@ -206,6 +211,11 @@ impl Metrics {
 
     /// Records a delivery of a `bytes`-byte record, `latency_us` after capture.
     pub fn delivered(&self, bytes: u64, latency_us: u64) {
+        self.last_delivery_unix_ms.store(unix_ms_now(), Relaxed);
+        self.histograms.record_bytes.observe(bytes as f64);
+        self.histograms
+            .delivery_latency_seconds
+            .observe(latency_us as f64 / 1e6);
         self.delivered.fetch_add(1, Relaxed);
         self.delivered_bytes.fetch_add(bytes, Relaxed);
         self.max_record_bytes.fetch_max(bytes, Relaxed);
@@ -309,6 +319,43 @@ impl Metrics {
             elapsed_secs
         );
         s
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Histograms of one agent (Prometheus histograms: cumulative buckets, sum, count), shown by
+/// `/metrics`. Observing costs a few atomic adds.
+#[derive(Debug, Clone)]
+pub struct Histograms {
+    /// Delivered record sizes, bytes (whole record, as the budget counts it).
+    pub record_bytes: prometheus_client::metrics::histogram::Histogram,
+    /// Time to fit one frame under the budget (decode, transforms, every encode attempt),
+    /// seconds.
+    pub encode_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Capture to delivery report (or PUBACK), seconds.
+    pub delivery_latency_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// JPEG quality of delivered frames, 1–100 (lossless frames are not observed).
+    pub jpeg_quality: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        Histograms {
+            // 1 KiB … 16 MiB.
+            record_bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 15)),
+            // 0.5 ms … ~4 s.
+            encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            // 1 ms … ~65 s: outages and spool replay included.
+            delivery_latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            jpeg_quality: Histogram::new((1..=10).map(|q| q as f64 * 10.0)),
+        }
     }
 }
 

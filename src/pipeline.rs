@@ -49,6 +49,9 @@ pub enum RunError {
     /// `[mqtt.tls]` could not be set up: a file changed since the configuration was loaded.
     #[error("mqtt: {0}")]
     Mqtt(#[from] crate::config::ConfigError),
+    /// `http.listen` could not be bound.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The forwarder thread panicked (a bug).
     #[error("the forwarder thread panicked")]
     ForwarderPanicked,
@@ -312,6 +315,7 @@ fn encode_loop(
     tx: mpsc::Sender<Outgoing>,
     metrics: &Metrics,
     mut reload: watch::Receiver<Config>,
+    preview: &crate::http::PreviewTx,
 ) {
     reload.mark_unchanged();
     let device = cfg.device.id.as_str();
@@ -328,7 +332,13 @@ fn encode_loop(
             tracing::info!(budget_bytes = max, "encode and transform settings changed");
         }
         let _span = tracing::debug_span!("frame", seq = frame.seq).entered();
-        let out = match encoder.encode(&frame.image) {
+        let started = Instant::now();
+        let result = encoder.encode(&frame.image);
+        metrics
+            .histograms
+            .encode_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let out = match result {
             Ok(enc) => {
                 metrics.encodes.fetch_add(enc.encodes as u64, Relaxed);
                 let record = FrameRecord::new(device, &frame, &enc);
@@ -348,6 +358,13 @@ fn encode_loop(
                 });
                 if enc.passthrough {
                     metrics.passthrough.fetch_add(1, Relaxed);
+                }
+                if preview.receiver_count() > 0 {
+                    preview.send_replace(Some(Arc::new(crate::http::Preview {
+                        seq: frame.seq,
+                        content_type: enc.content_type().to_string(),
+                        image: record.value.clone(),
+                    })));
                 }
                 Outgoing {
                     destination: Destination::Frames,
@@ -407,6 +424,25 @@ pub async fn run_live(
     let reload = live.config.subscribe();
     let started = Instant::now();
     let max_bytes = cfg.encode.max_message_bytes.get();
+    let (preview, preview_rx) = watch::channel(None);
+    // First, so /healthz answers (and /readyz says "starting") while the rest opens. It
+    // stops when this function returns, whichever way.
+    let http_stop = shutdown.child_token();
+    let _http_guard = http_stop.clone().drop_guard();
+    let http = match cfg.http.listen {
+        Some(addr) => Some(
+            crate::http::serve_agent(
+                addr,
+                &cfg.device.id,
+                Duration::from_millis(cfg.http.ready_within_ms.get()),
+                metrics.clone(),
+                preview_rx,
+                http_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let sink: Box<dyn Sink> = match cfg.sink.kind {
         SinkKind::Kafka => {
             let kafka = cfg.kafka();
@@ -528,7 +564,7 @@ pub async fn run_live(
         let (queue, metrics, cfg) = (queue.clone(), metrics.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("edgecam-encode".into())
-            .spawn(move || encode_loop(&cfg, encoder, &queue, tx, &metrics, reload))
+            .spawn(move || encode_loop(&cfg, encoder, &queue, tx, &metrics, reload, &preview))
             .expect("spawn encoder thread")
     };
     metrics.ready.store(true, Relaxed);
@@ -557,6 +593,10 @@ pub async fn run_live(
     // The source thread may be blocked in a read (a silent pipe); it ends at its next frame
     // and holds nothing that needs flushing, so it is not waited for.
     drop(source_thread);
+    if let Some(h) = http {
+        http_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+    }
     Ok(RunReport {
         sink: report,
         elapsed: started.elapsed(),

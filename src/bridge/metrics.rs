@@ -87,14 +87,44 @@ pub struct BridgeMetrics {
     /// Messages handled but not acknowledged because their connection had dropped (the
     /// broker sends them again).
     pub stale: AtomicU64,
+    /// Messages taken from MQTT and not yet handled (gauge).
+    pub in_flight: AtomicU64,
+    /// `true` while connected to the MQTT broker (CONNACK received, not lost since).
+    pub mqtt_up: std::sync::atomic::AtomicBool,
+    /// Wall-clock time of the last record Kafka confirmed, ms since the Unix epoch (0 =
+    /// none yet).
+    pub last_forward_unix_ms: AtomicU64,
     rejected: Mutex<BTreeMap<RejectReason, u64>>,
+    devices: Mutex<BTreeMap<String, u64>>,
     last_error: Mutex<Option<String>>,
 }
+
+/// Devices counted by name in [`BridgeMetrics::devices`]; later ones count as `other`, so
+/// a sensor fleet (or a hostile client inventing names) cannot grow `/metrics` without
+/// bound.
+pub const MAX_DEVICES: usize = 256;
 
 impl BridgeMetrics {
     /// Counts one rejected message.
     pub fn reject(&self, reason: RejectReason) {
         *self.rejected.lock().unwrap().entry(reason).or_default() += 1;
+    }
+
+    /// Counts one message from `device` (see [`MAX_DEVICES`]).
+    pub fn count_device(&self, device: &str) {
+        let mut d = self.devices.lock().unwrap();
+        if let Some(n) = d.get_mut(device) {
+            *n += 1;
+        } else if d.len() < MAX_DEVICES {
+            d.insert(device.to_string(), 1);
+        } else {
+            *d.entry("other".to_string()).or_default() += 1;
+        }
+    }
+
+    /// Messages so far by device (at most [`MAX_DEVICES`] names plus `other`).
+    pub fn devices(&self) -> BTreeMap<String, u64> {
+        self.devices.lock().unwrap().clone()
     }
 
     /// Rejected messages so far, by reason.

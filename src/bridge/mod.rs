@@ -118,6 +118,9 @@ pub enum BridgeError {
     /// `[mqtt.tls]` could not be set up: a file changed since the configuration was loaded.
     #[error("mqtt: {0}")]
     Mqtt(crate::config::ConfigError),
+    /// `http.listen` could not be bound.
+    #[error(transparent)]
+    Http(crate::http::HttpError),
 }
 
 /// What one [`run`] did. Counts are MQTT messages, read from the `metrics` passed to [`run`]
@@ -160,6 +163,20 @@ pub async fn run(
 ) -> Result<BridgeReport, BridgeError> {
     let started = Instant::now();
     let max_bytes = cfg.bridge.max_message_bytes.get();
+    // Stops when this function returns, whichever way.
+    let http_stop = shutdown.child_token();
+    let _http_guard = http_stop.clone().drop_guard();
+    if let Some(addr) = cfg.http.listen {
+        crate::http::serve_bridge(
+            addr,
+            cfg.bridge.id.as_str(),
+            Duration::from_millis(cfg.http.ready_within_ms.get()),
+            metrics.clone(),
+            http_stop.clone(),
+        )
+        .await
+        .map_err(BridgeError::Http)?;
+    }
     let producer_config = cfg.kafka.producer_config(max_bytes);
     if let Some(partitions) = cfg.kafka.create_topic_partitions {
         let mut topics = vec![cfg.kafka.topic.as_str()];
@@ -361,6 +378,7 @@ impl MqttTask {
             let started = Instant::now();
             let (end, connected) = self.connection(id, &mut subscribed).await;
             self.conn_tx.send_replace(None);
+            self.metrics.mqtt_up.store(false, Relaxed);
             match end {
                 ConnEnd::Stopped => break,
                 ConnEnd::Lost(why) => {
@@ -421,6 +439,7 @@ impl MqttTask {
                         Packet::ConnAck(ack) => {
                             connected = true;
                             self.metrics.connections.fetch_add(1, Relaxed);
+                            self.metrics.mqtt_up.store(true, Relaxed);
                             if !ack.session_present {
                                 if id > 1 || *subscribed {
                                     tracing::warn!(
@@ -564,6 +583,9 @@ impl Forwarder {
                 break;
             }
             let can_take = !draining.is_cancelled() && self.ledger.len() < max_in_flight;
+            self.metrics
+                .in_flight
+                .store(self.ledger.len() as u64, Relaxed);
             tokio::select! {
                 biased;
                 Some(ack) = sink_acks.recv() => self.on_ack(ack).await,
@@ -620,8 +642,16 @@ impl Forwarder {
             &mut self.seqs,
             m.at,
         ) {
-            Ok(record) => self.send(slot, Destination::Frames, record, p).await,
-            Err(rejection) => self.reject(slot, rejection, p).await,
+            Ok(record) => {
+                self.metrics.count_device(&record.key);
+                self.send(slot, Destination::Frames, record, p).await
+            }
+            Err(rejection) => {
+                if let Some(d) = &rejection.device {
+                    self.metrics.count_device(d);
+                }
+                self.reject(slot, rejection, p).await
+            }
         }
     }
 
@@ -693,6 +723,9 @@ impl Forwarder {
         };
         match (ack, p.destination) {
             (Ack::Delivered(slot), Destination::Frames) => {
+                self.metrics
+                    .last_forward_unix_ms
+                    .store(crate::metrics::unix_ms_now(), Relaxed);
                 self.metrics.forwarded.fetch_add(1, Relaxed);
                 self.metrics
                     .forwarded_bytes

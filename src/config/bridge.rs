@@ -23,6 +23,8 @@ pub struct BridgeFile {
     /// `[limits]`: how large one incoming image may be (raw JPEG/PNG payloads and the images
     /// inside `edgecam`-format messages).
     pub limits: super::LimitsConfig,
+    /// `[http]`: `/metrics`, `/healthz`, `/readyz`.
+    pub http: super::HttpConfig,
 }
 
 /// `[bridge]`

@@ -25,6 +25,7 @@ mod de;
 pub mod encode;
 pub mod env;
 pub mod error;
+pub mod http;
 pub mod kafka;
 pub mod limits;
 pub mod mqtt;
@@ -42,6 +43,7 @@ pub use bridge::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPatter
 pub use encode::{Codec, EncodeConfig, TransformConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use env::ENV_PREFIX;
 pub use error::{ConfigError, Origin};
+pub use http::HttpConfig;
 pub use kafka::{KafkaConfig, PropertyValue};
 pub use limits::LimitsConfig;
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTls};
@@ -83,6 +85,8 @@ pub struct Config {
     pub sink: SinkConfig,
     /// Frames kept on disk while the sink cannot take them.
     pub spool: SpoolConfig,
+    /// Metrics, health and live-view endpoints.
+    pub http: HttpConfig,
     /// Kafka settings; present when `sink.kind = "kafka"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -115,6 +119,7 @@ struct FileDoc {
     limits: Option<LimitsConfig>,
     sink: Option<SinkConfig>,
     spool: Option<SpoolConfig>,
+    http: Option<HttpConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
     bridge: Option<BridgeConfig>,
@@ -130,6 +135,7 @@ const TABLES: &[&str] = &[
     "limits",
     "sink",
     "spool",
+    "http",
     "kafka",
     "mqtt",
     "bridge",
@@ -330,6 +336,16 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
     }
 
     let limits = f.limits.unwrap_or_default();
+    let http = f.http.unwrap_or_default();
+    if is_agent && is_bridge && http.listen.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "http.listen".into(),
+            message: "this file holds both an agent and a bridge, which run as two processes \
+                      and cannot share one address; give each its own file"
+                .into(),
+            origin: None,
+        });
+    }
     let agent = if is_agent {
         let device = f.device.ok_or(ConfigError::Missing {
             key: "device".into(),
@@ -385,6 +401,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 limits,
                 sink,
                 spool,
+                http: http.clone(),
                 kafka: kafka.clone(),
                 mqtt: mqtt.clone(),
             }
@@ -407,6 +424,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                     origin: None,
                 })?,
                 limits,
+                http: http.clone(),
             };
             file.check()?;
             Some(file)

@@ -160,6 +160,11 @@ bounded!(
     GraceMs(u64), 0, 600_000, "milliseconds"
 );
 bounded!(
+    /// How old the last frame or delivery may be for `/readyz` to say ready, milliseconds,
+    /// 100–3,600,000 (`http.ready_within_ms`).
+    ReadyMs(u64), 100, 3_600_000, "milliseconds"
+);
+bounded!(
     /// MQTT keep-alive interval, seconds, 5–3600 (`mqtt.keep_alive_secs`).
     KeepAliveSecs(u16), 5, 3600, "seconds"
 );

@@ -204,5 +204,8 @@ pub(crate) fn count_delivered(out: &Outgoing, metrics: &crate::metrics::Metrics)
         r.header(header::HEIGHT),
     ) {
         metrics.record_quality(&format!("{q} at {w}x{h}"));
+        if let Ok(q) = q.parse::<u8>() {
+            metrics.histograms.jpeg_quality.observe(q as f64);
+        }
     }
 }

@@ -1,0 +1,355 @@
+//! `/metrics`: the agent's [`Metrics`] and the bridge's [`BridgeMetrics`] in the Prometheus
+//! (OpenMetrics) text format, through `prometheus-client`.
+//!
+//! The counters and gauges are read from the same atomics the exit summary prints, at
+//! scrape time ([`Collector`]), so a scrape and the summary never disagree. Every metric has
+//! the prefix `edgecam_` and a `device` label (the bridge: `bridge`); counters end in
+//! `_total`, sizes are bytes and times seconds.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::bridge::BridgeMetrics;
+use crate::metrics::Metrics;
+
+type Enc<'a> = DescriptorEncoder<'a>;
+type Res = Result<(), std::fmt::Error>;
+
+fn counter(e: &mut Enc<'_>, name: &str, help: &str, v: u64) -> Res {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut Enc<'_>, name: &str, help: &str, v: i64) -> Res {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// One counter per label value: `name{label="…"}`.
+fn counters_by<'k>(
+    e: &mut Enc<'_>,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'k str, u64)>,
+) -> Res {
+    let mut family = e.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (value, n) in values {
+        ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+fn build_info(e: &mut Enc<'_>) -> Res {
+    let g = ConstGauge::new(1i64);
+    let mut family = e.encode_descriptor(
+        "build_info",
+        "Always 1; the labels say which edgecam this is",
+        None,
+        g.metric_type(),
+    )?;
+    g.encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
+}
+
+/// The agent's counters and gauges, read at scrape time.
+#[derive(Debug)]
+struct AgentCollector(Arc<Metrics>);
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Res {
+        let m = &self.0;
+        let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        build_info(&mut e)?;
+        counter(
+            &mut e,
+            "frames_captured",
+            "Frames the source delivered",
+            c(&m.captured),
+        )?;
+        counter(
+            &mut e,
+            "frames_accepted",
+            "Frames that entered the queue before the encoder",
+            c(&m.accepted),
+        )?;
+        counter(
+            &mut e,
+            "frames_encoded",
+            "Frames fitted under the budget (or passed through) and handed to the sink",
+            c(&m.encoded),
+        )?;
+        counter(
+            &mut e,
+            "frames_passthrough",
+            "Frames published untouched",
+            c(&m.passthrough),
+        )?;
+        counter(
+            &mut e,
+            "frames_delivered",
+            "Frames the broker acknowledged (Kafka delivery report, MQTT PUBACK)",
+            c(&m.delivered),
+        )?;
+        let dropped = m.dropped();
+        counters_by(
+            &mut e,
+            "frames_discarded",
+            "Frames not published, by reason",
+            "reason",
+            dropped.iter().map(|(r, n)| (r.as_str(), *n)),
+        )?;
+        counter(
+            &mut e,
+            "encode_attempts",
+            "Encoder calls, summed over frames",
+            c(&m.encodes),
+        )?;
+        counter(
+            &mut e,
+            "delivered_bytes",
+            "Bytes of delivered records (value, key, headers, framing)",
+            c(&m.delivered_bytes),
+        )?;
+        counter(
+            &mut e,
+            "delivery_retries",
+            "Deliveries that failed and were sent again",
+            c(&m.delivery_retries),
+        )?;
+        counter(
+            &mut e,
+            "producer_restarts",
+            "Kafka producers recreated after a fatal error",
+            c(&m.producer_restarts),
+        )?;
+        counter(
+            &mut e,
+            "error_records",
+            "Records sent to the error topic",
+            c(&m.error_records),
+        )?;
+        counter(
+            &mut e,
+            "mqtt_reconnects",
+            "MQTT connections lost or dropped by the no-traffic watchdog",
+            c(&m.mqtt_reconnects),
+        )?;
+        counter(
+            &mut e,
+            "spool_written_records",
+            "Records written to the spool",
+            c(&m.spooled),
+        )?;
+        counter(
+            &mut e,
+            "spool_replayed_records",
+            "Records sent again from the spool",
+            c(&m.replayed),
+        )?;
+        counter(
+            &mut e,
+            "spool_errors",
+            "Spool write or sync failures",
+            c(&m.spool_errors),
+        )?;
+        counter(
+            &mut e,
+            "skipped_input_bytes",
+            "Bytes of input that belonged to no frame",
+            c(&m.skipped_bytes),
+        )?;
+        gauge(
+            &mut e,
+            "in_flight_records",
+            "Records accepted and not yet delivered (with the sink, waiting, in memory)",
+            c(&m.unacked) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "spool_records",
+            "Records in the spool not yet delivered",
+            c(&m.spool_records) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "spool_bytes",
+            "Bytes of the spool's files",
+            c(&m.spool_bytes) as i64,
+        )?;
+        let now = crate::metrics::unix_ms_now();
+        let sink_up = super::agent_not_ready(m, std::time::Duration::from_secs(5), now)
+            .iter()
+            .all(|r| !r.starts_with("sink:"));
+        gauge(
+            &mut e,
+            "sink_up",
+            "1 while the sink delivers (or has nothing waiting) within 5 s, else 0",
+            sink_up as i64,
+        )?;
+        gauge(
+            &mut e,
+            "last_capture_timestamp_seconds",
+            "Unix time of the last captured frame (0: none yet)",
+            (c(&m.last_capture_unix_ms) / 1000) as i64,
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry `/metrics` renders for an agent: the collector, and the histograms of
+/// [`crate::metrics::Histograms`], labelled `device`.
+pub fn agent_registry(device: &str, metrics: Arc<Metrics>) -> Registry {
+    let mut root = Registry::with_prefix_and_labels(
+        "edgecam",
+        [(Cow::Borrowed("device"), Cow::Owned(device.to_string()))].into_iter(),
+    );
+    let h = &metrics.histograms;
+    root.register_with_unit(
+        "record",
+        "Delivered record sizes",
+        prometheus_client::registry::Unit::Bytes,
+        h.record_bytes.clone(),
+    );
+    root.register_with_unit(
+        "encode",
+        "Time to fit one frame under the budget",
+        prometheus_client::registry::Unit::Seconds,
+        h.encode_seconds.clone(),
+    );
+    root.register_with_unit(
+        "delivery_latency",
+        "Capture to delivery report (or PUBACK)",
+        prometheus_client::registry::Unit::Seconds,
+        h.delivery_latency_seconds.clone(),
+    );
+    root.register(
+        "jpeg_quality",
+        "JPEG quality of delivered frames",
+        h.jpeg_quality.clone(),
+    );
+    root.register_collector(Box::new(AgentCollector(metrics)));
+    root
+}
+
+/// The bridge's counters and gauges, read at scrape time.
+#[derive(Debug)]
+struct BridgeCollector(Arc<BridgeMetrics>);
+
+impl Collector for BridgeCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Res {
+        let m = &self.0;
+        let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        build_info(&mut e)?;
+        counter(
+            &mut e,
+            "bridge_messages_received",
+            "MQTT messages taken from the broker (a redelivered one counts again)",
+            c(&m.received),
+        )?;
+        counter(
+            &mut e,
+            "bridge_records_forwarded",
+            "Records Kafka confirmed in kafka.topic",
+            c(&m.forwarded),
+        )?;
+        counter(
+            &mut e,
+            "bridge_forwarded_bytes",
+            "Bytes of the forwarded records",
+            c(&m.forwarded_bytes),
+        )?;
+        counter(
+            &mut e,
+            "bridge_records_dead_lettered",
+            "Records Kafka confirmed in the dead-letter topic",
+            c(&m.dead_lettered),
+        )?;
+        counter(
+            &mut e,
+            "bridge_messages_discarded",
+            "Rejected messages dropped without a dead letter",
+            c(&m.discarded),
+        )?;
+        let rejected = m.rejected();
+        counters_by(
+            &mut e,
+            "bridge_messages_rejected",
+            "Messages that could not become a frame record, by reason",
+            "reason",
+            rejected.iter().map(|(r, n)| (r.as_str(), *n)),
+        )?;
+        counter(
+            &mut e,
+            "bridge_messages_acked",
+            "PUBACKs sent (QoS 1 messages fully handled)",
+            c(&m.acked),
+        )?;
+        counter(
+            &mut e,
+            "bridge_delivery_retries",
+            "Kafka deliveries that failed and were sent again",
+            c(&m.delivery_retries),
+        )?;
+        counter(
+            &mut e,
+            "bridge_producer_restarts",
+            "Kafka producers recreated after a fatal error",
+            c(&m.producer_restarts),
+        )?;
+        counter(
+            &mut e,
+            "bridge_mqtt_connections",
+            "MQTT connections made",
+            c(&m.connections),
+        )?;
+        counter(
+            &mut e,
+            "bridge_mqtt_disconnects",
+            "MQTT connections lost",
+            c(&m.disconnects),
+        )?;
+        gauge(
+            &mut e,
+            "bridge_in_flight_messages",
+            "Messages taken from MQTT and not yet handled",
+            c(&m.in_flight) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "bridge_mqtt_up",
+            "1 while connected to the MQTT broker",
+            m.mqtt_up.load(Relaxed) as i64,
+        )?;
+        let devices = m.devices();
+        counters_by(
+            &mut e,
+            "bridge_device_messages",
+            "Messages received per device (the first 256 devices seen; the rest as \"other\")",
+            "source_device",
+            devices.iter().map(|(d, n)| (d.as_str(), *n)),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry `/metrics` renders for a bridge, labelled `bridge`.
+pub fn bridge_registry(bridge_id: &str, metrics: Arc<BridgeMetrics>) -> Registry {
+    let mut root = Registry::with_prefix_and_labels(
+        "edgecam",
+        [(Cow::Borrowed("bridge"), Cow::Owned(bridge_id.to_string()))].into_iter(),
+    );
+    root.register_collector(Box::new(BridgeCollector(metrics)));
+    root
+}
