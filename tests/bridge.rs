@@ -1249,6 +1249,96 @@ async fn a_record_kafka_refuses_is_dead_lettered_with_the_reason() {
     s.disconnect().await;
 }
 
+/// The bridge's `[http]`: ready once connected, `/metrics` counts what it forwarded (parsed
+/// by Python's OpenMetrics parser), and not ready, saying why, while the MQTT broker is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bridge_metrics_and_readiness_over_http() {
+    use common::http::{get, parse_metrics, sample, wait_for_status};
+    let mut broker = Mosquitto::start();
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique_topic("http-frames");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let port = common::mosquitto::free_port();
+    let toml = BridgeToml {
+        id: "watched",
+        port: broker.port(),
+        bootstrap: &bootstrap,
+        topic: &topic,
+        dead_letter_topic: None,
+        max_message_bytes: 100_000,
+        max_in_flight: 8,
+    }
+    .render()
+        + &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\nready_within_ms = 1000\n");
+    let bridge = InProcessBridge::start(&toml);
+    wait_for_status(port, "/readyz", 200, "bridge readiness").await;
+    bridge.wait_ready(true).await;
+    let mut s = Sensor::v311(broker.port(), "watched-sensor").await;
+    for i in 0..5 {
+        assert!(s.publish("cameras/esp-w/jpeg", jpeg(24, 16, i), None).await);
+    }
+    assert!(
+        s.publish("cameras/esp-w/jpeg", Bytes::from_static(b"nope"), None)
+            .await
+    );
+    let m = bridge.metrics.clone();
+    wait_until("all handled", Duration::from_secs(30), || {
+        m.acked.load(Relaxed) == 6
+    })
+    .await;
+    let (status, _, text) = tokio::task::spawn_blocking(move || get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let prom = parse_metrics(&String::from_utf8(text).unwrap());
+    let b = "bridge=watched";
+    assert_eq!(
+        sample(&prom, "edgecam_bridge_messages_received_total", b),
+        6.0
+    );
+    assert_eq!(
+        sample(&prom, "edgecam_bridge_records_forwarded_total", b),
+        5.0
+    );
+    assert_eq!(
+        sample(&prom, "edgecam_bridge_forwarded_bytes_total", b),
+        m.forwarded_bytes.load(Relaxed) as f64
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "edgecam_bridge_messages_rejected_total",
+            "bridge=watched,reason=not_an_image"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &prom,
+            "edgecam_bridge_device_messages_total",
+            "bridge=watched,source_device=esp-w"
+        ),
+        6.0
+    );
+    assert_eq!(sample(&prom, "edgecam_bridge_mqtt_up", b), 1.0);
+    assert_eq!(
+        prom["__types__"]["edgecam_bridge_in_flight_messages"],
+        "gauge"
+    );
+
+    broker.stop();
+    let body = wait_for_status(port, "/readyz", 503, "bridge readiness without a broker").await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("mqtt: not connected"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let report = bridge.stop().await;
+    assert_eq!(report.forwarded, 5);
+    drop(s);
+}
+
 // ---------------------------------------------------------------------------------------
 // Broker restart.
 // ---------------------------------------------------------------------------------------
