@@ -247,3 +247,122 @@ async fn a_port_in_use_is_a_start_up_error_naming_http_listen() {
         "{text}"
     );
 }
+
+/// CPU seconds (user + system) and (current, peak) RSS bytes of process `pid`.
+fn cpu_and_rss(pid: u32) -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name in parentheses: utime and stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks / 100.0, kb("VmRSS:") * 1024, kb("VmHWM:") * 1024)
+}
+
+/// Benchmark: the agent binary at 10 fps 1080p (synthetic frames, JPEG re-encoded under a
+/// 150 kB budget) into the mock cluster for 30 s, without `[http]`, then with `/metrics`
+/// scraped every second and one `/stream.mjpeg` viewer. Prints CPU and RSS of each run.
+/// `cargo test --release --test http -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn bench_http_overhead_1080p_10fps() {
+    let secs = 30u64;
+    for with_http in [false, true] {
+        let cluster = MockCluster::new(1).unwrap();
+        let topic = unique_topic("http-bench");
+        cluster.create_topic(&topic, 1, 1).unwrap();
+        let port = free_port();
+        let http = if with_http {
+            format!("[http]\nlisten = \"127.0.0.1:{port}\"\n")
+        } else {
+            String::new()
+        };
+        let toml = format!(
+            "[device]\nid = \"bench\"\n[source]\nkind = \"synthetic\"\nwidth = 1920\n\
+             height = 1080\nfps = 10\n[encode]\nmax_message_bytes = 150000\n{http}\
+             [kafka]\nbootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n",
+            cluster.bootstrap_servers()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("STATE_DIRECTORY", dir.path())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut helpers = Vec::new();
+        if with_http {
+            wait_for_status(port, "/readyz", 200, "bench readiness").await;
+            let s = stop.clone();
+            helpers.push(std::thread::spawn(move || {
+                let mut scrapes = 0u64;
+                while !s.load(Relaxed) {
+                    assert_eq!(get(port, "/metrics").0, 200);
+                    scrapes += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                scrapes
+            }));
+            let s = stop.clone();
+            helpers.push(std::thread::spawn(move || {
+                let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                write!(c, "GET /stream.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut buf = vec![0u8; 1 << 16];
+                let mut bytes = 0u64;
+                while !s.load(Relaxed) {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => bytes += n as u64,
+                    }
+                }
+                bytes
+            }));
+        } else {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let (cpu0, _, _) = cpu_and_rss(pid);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (cpu1, rss, peak) = cpu_and_rss(pid);
+        stop.store(true, Relaxed);
+        let done: Vec<u64> = helpers.into_iter().map(|h| h.join().unwrap()).collect();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        println!(
+            "http {}: CPU {:.2} s over {secs} s ({:.1} % of a core), RSS {:.1} MB, peak RSS \
+             {:.1} MB{}",
+            if with_http { "on " } else { "off" },
+            cpu1 - cpu0,
+            (cpu1 - cpu0) / secs as f64 * 100.0,
+            rss as f64 / 1e6,
+            peak as f64 / 1e6,
+            if with_http {
+                format!(
+                    " ({} scrapes, {:.1} MB streamed)",
+                    done[0],
+                    done[1] as f64 / 1e6
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+}
