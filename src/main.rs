@@ -23,6 +23,26 @@ const EXIT_CONFIG: u8 = 64;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (colour only on a terminal) or `json` (one object per line);
+    /// overrides `log.format`.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    /// Log level or filter (`warn`, `info,librdkafka=debug`); overrides `log.level` and
+    /// `RUST_LOG`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+/// The logging flags, taken out of [`Cli`] before its command is consumed.
+struct LogArgs {
+    format: Option<LogFormatArg>,
+    level: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -136,18 +156,68 @@ enum Command {
     },
 }
 
-fn init_logging() {
+/// Starts logging to stderr. The filter is `--log-level`, else `log.level`, else
+/// `RUST_LOG`, else `info`; the format `--log-format`, else `log.format`. Text lines have
+/// colour only when stderr is a terminal, and no timestamp under journald (which stamps
+/// every line itself).
+///
+/// Errors: a `--log-level` that is not a filter, as text for the caller to print (exit 64).
+fn init_logging(cli: &LogArgs, cfg: Option<&config::LogConfig>) -> Result<(), String> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match (&cli.level, cfg.and_then(|c| c.level.as_ref())) {
+        (Some(l), _) => EnvFilter::try_new(l)
+            .map_err(|e| format!("--log-level {l:?} is not a level or filter: {e}"))?,
+        // Checked by the loader.
+        (None, Some(l)) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        (None, None) => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+        }
+    };
+    let format = match (cli.format, cfg.map(|c| c.format)) {
+        (Some(LogFormatArg::Json), _) | (None, Some(config::LogFormat::Json)) => {
+            config::LogFormat::Json
+        }
+        _ => config::LogFormat::Text,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    // journald timestamps every line itself.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let result = match format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text if journald => builder.without_time().with_ansi(false).try_init(),
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+    result.map_err(|e| format!("cannot start logging: {e}"))?;
+    JSON_LOGS.store(
+        format == config::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    Ok(())
+}
+
+/// Set when logs are JSON, so the exit summary is one JSON line too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints the exit summary to stderr: as it is, or as one JSON log event (`summary` field)
+/// when logs are JSON, so every stderr line stays one JSON object.
+fn print_summary(summary: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!(summary, "stopped");
     } else {
-        builder.init();
+        eprintln!("{summary}");
     }
+}
+
+/// [`init_logging`], printing its error; `Err` carries the exit code.
+fn start_logging(cli: &LogArgs, cfg: Option<&config::LogConfig>) -> Result<(), ExitCode> {
+    init_logging(cli, cfg).map_err(|e| {
+        eprintln!("edgecam: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
@@ -241,6 +311,17 @@ fn agent_part(loaded: config::Loaded, path: &std::path::Path) -> Result<config::
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `run` and `bridge` start logging once their file is loaded (it may set `[log]`);
+    // the other commands at once.
+    let log_args = LogArgs {
+        format: cli.log_format,
+        level: cli.log_level.clone(),
+    };
+    if !matches!(cli.command, Command::Run { .. } | Command::Bridge { .. }) {
+        if let Err(code) = start_logging(&log_args, None) {
+            return Ok(code);
+        }
+    }
     match cli.command {
         Command::CheckConfig { config } => {
             let loaded = match load_config(&config) {
@@ -265,11 +346,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(code) => return Ok(code),
             };
+            if let Err(code) = start_logging(&log_args, Some(&cfg.log)) {
+                return Ok(code);
+            }
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
             let metrics = Arc::new(edgecam::bridge::BridgeMetrics::default());
             let report = edgecam::bridge::run(cfg, shutdown, metrics.clone()).await?;
-            eprintln!("{}", metrics.summary(report.elapsed.as_secs_f64()));
+            print_summary(&metrics.summary(report.elapsed.as_secs_f64()));
             // Undelivered messages were not acknowledged: the broker keeps them.
             Ok(ExitCode::SUCCESS)
         }
@@ -279,13 +363,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            if let Err(code) = start_logging(&log_args, Some(&cfg.log)) {
+                return Ok(code);
+            }
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
             let metrics = Arc::new(edgecam::metrics::Metrics::default());
             let live = Arc::new(edgecam::pipeline::Live::new(cfg.clone()));
             reload_on_sighup(config, live.clone(), metrics.clone())?;
+            let progress = match cfg.log.progress_interval_secs.get() {
+                0 => None,
+                s => Some(std::time::Duration::from_secs(s as u64)),
+            };
             let supervisor = tokio::spawn(edgecam::service::supervise(
                 metrics.clone(),
+                progress,
                 shutdown.clone(),
             ));
             let device = cfg.device.id.clone();
@@ -295,7 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shutdown.cancel();
             let _ = supervisor.await;
             let report = result.with_context(|| format!("device {device}"))?;
-            eprintln!("{}", metrics.summary(report.elapsed.as_secs_f64()));
+            print_summary(&metrics.summary(report.elapsed.as_secs_f64()));
             Ok(if report.sink.undelivered > 0 {
                 ExitCode::FAILURE
             } else {
@@ -396,7 +488,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -50,13 +50,19 @@ fn watchdog_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Durat
     }
 }
 
-/// One `STATUS=` line: capture rate over the last interval, totals, last error.
+/// One `STATUS=` (or progress) line: capture rate over the last interval, totals, records
+/// in flight, the spool's backlog when there is one, last error.
 pub fn status_line(metrics: &Metrics, fps: f64) -> String {
     let mut s = format!(
-        "{fps:.1} frames/s, {} delivered, {} dropped",
+        "{fps:.1} frames/s, {} delivered, {} dropped, {} in flight",
         metrics.delivered.load(Relaxed),
-        metrics.dropped_total()
+        metrics.dropped_total(),
+        metrics.unacked.load(Relaxed)
     );
+    let spooled = metrics.spool_records.load(Relaxed);
+    if spooled > 0 {
+        s.push_str(&format!(", {spooled} spooled"));
+    }
     if let Some(e) = metrics.last_error() {
         s.push_str(", last error: ");
         s.push_str(&e);
@@ -69,11 +75,44 @@ fn moved(metrics: &Metrics) -> u64 {
     metrics.delivered.load(Relaxed) + metrics.spooled.load(Relaxed)
 }
 
-/// Talks to systemd until `shutdown` is cancelled, then sends `STOPPING=1`. Returns at once
-/// (doing nothing) outside systemd. Run it as its own task beside the pipeline.
-pub async fn supervise(metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    if !under_systemd() {
+/// Outside systemd: logs a progress line ([`status_line`]) every `progress` until
+/// `shutdown` is cancelled (nothing when `progress` is `None`).
+async fn progress_lines(
+    metrics: Arc<Metrics>,
+    progress: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    let Some(every) = progress else {
         return;
+    };
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    let mut last_captured = metrics.captured.load(Relaxed);
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let captured = metrics.captured.load(Relaxed);
+        let fps = (captured - last_captured) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+        tracing::info!("{}", status_line(&metrics, fps));
+        last_captured = captured;
+        last_at = Instant::now();
+    }
+}
+
+/// Talks to systemd until `shutdown` is cancelled, then sends `STOPPING=1`. Outside systemd
+/// it logs a progress line every `progress` instead (`log.progress_interval_secs`; `None`:
+/// nothing). Run it as its own task beside the pipeline.
+pub async fn supervise(
+    metrics: Arc<Metrics>,
+    progress: Option<Duration>,
+    shutdown: CancellationToken,
+) {
+    if !under_systemd() {
+        return progress_lines(metrics, progress, shutdown).await;
     }
     let watchdog = watchdog_period();
     // Ping at half the period, as sd_watchdog_enabled(3) advises.
@@ -148,7 +187,13 @@ mod tests {
         m.delivered(1000, 5);
         assert_eq!(
             status_line(&m, 9.96),
-            "10.0 frames/s, 1 delivered, 0 dropped"
+            "10.0 frames/s, 1 delivered, 0 dropped, 0 in flight"
+        );
+        m.unacked.store(3, Relaxed);
+        m.spool_records.store(120, Relaxed);
+        assert_eq!(
+            status_line(&m, 2.0),
+            "2.0 frames/s, 1 delivered, 0 dropped, 3 in flight, 120 spooled"
         );
         m.set_last_error("delivery failed: broker down");
         assert!(status_line(&m, 0.0).ends_with("last error: delivery failed: broker down"));

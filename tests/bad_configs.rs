@@ -333,6 +333,41 @@ fn bad_rows(dir: &Path) -> Vec<Bad> {
             &["spool.replay_share_percent: must be at most 100 (got 150)"],
         ),
         bad(
+            "http listen not an address",
+            min_with("[http]\nlisten = \"localhost\""),
+            &["http.listen"],
+        ),
+        bad(
+            "http listen a number",
+            min_with("[http]\nlisten = 9187"),
+            &["http.listen: wrong type"],
+        ),
+        bad(
+            "http ready_within_ms under 100",
+            min_with("[http]\nready_within_ms = 10"),
+            &["http.ready_within_ms: must be at least 100 (got 10)"],
+        ),
+        bad(
+            "http unknown key",
+            min_with("[http]\nport = 9187"),
+            &["http.port: unknown key", "listen"],
+        ),
+        bad(
+            "log unknown format",
+            min_with("[log]\nformat = \"xml\""),
+            &["log.format", "text", "json"],
+        ),
+        bad(
+            "log level not a filter",
+            min_with("[log]\nlevel = \"=loud=\""),
+            &["log.level: ", "not a level or filter"],
+        ),
+        bad(
+            "log progress interval over a day",
+            min_with("[log]\nprogress_interval_secs = 90000"),
+            &["log.progress_interval_secs: must be at most 86400 (got 90000)"],
+        ),
+        bad(
             "spool dir is not a key",
             min_with("[spool]\ndir = \"/tmp/x\""),
             &["spool.dir: unknown key"],

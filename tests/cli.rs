@@ -166,3 +166,88 @@ fn sigterm_mid_stream_flushes_everything_accepted_and_exits_0() {
     // Nothing accepted was lost or doubled.
     check_complete(&recs, accepted as usize);
 }
+
+/// `edgecam run` with a mock cluster, stderr piped: (exit success, stderr).
+fn run_logged(extra_toml: &str, args: &[&str]) -> (bool, String) {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("logs");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[device]\nid = \"logs\"\n[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\n\
+             fps = 10\nmax_frames = 25\n{extra_toml}\
+             [kafka]\nbootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n",
+            cluster.bootstrap_servers()
+        ),
+    );
+    let out = Command::new(BIN)
+        .env("STATE_DIRECTORY", dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn logs_are_json_lines_or_plain_text_and_progress_lines_come_outside_systemd() {
+    // JSON: every stderr line is one object, the exit summary included.
+    let (ok, err) = run_logged("", &["--log-format", "json"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{err}");
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp"].is_string()));
+    let summary = lines
+        .iter()
+        .find_map(|l| l["fields"]["summary"].as_str())
+        .expect("the summary as a JSON event");
+    assert!(summary.contains("delivered 25"), "{summary}");
+
+    // Text to a pipe: no colour codes. `[log]` in the file sets the format too.
+    let (ok, err) = run_logged(
+        "[log]\nformat = \"text\"\nprogress_interval_secs = 1\n",
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape in piped logs: {err:?}"
+    );
+    assert!(err.contains(" INFO "), "{err}");
+    // A 2.5 s run with a 1 s progress interval: at least one progress line.
+    assert!(
+        err.lines()
+            .any(|l| l.contains("frames/s, ") && l.contains(" in flight")),
+        "no progress line: {err}"
+    );
+
+    // --log-level beats the file's level: only warnings and errors.
+    let (ok, err) = run_logged("[log]\nlevel = \"debug\"\n", &["--log-level", "warn"]);
+    assert!(ok, "{err}");
+    assert!(!err.contains(" INFO ") && !err.contains(" DEBUG "), "{err}");
+    // The summary is not a log line: it is still printed.
+    assert!(err.contains("delivered 25"), "{err}");
+
+    // A bad level is a usage error naming the flag.
+    let out = Command::new(BIN)
+        .args(["--log-level", "=bad=", "check-config", "--config", "x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+}

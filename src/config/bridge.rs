@@ -25,6 +25,8 @@ pub struct BridgeFile {
     pub limits: super::LimitsConfig,
     /// `[http]`: `/metrics`, `/healthz`, `/readyz`.
     pub http: super::HttpConfig,
+    /// `[log]`: log format and level (`progress_interval_secs` is not used by the bridge).
+    pub log: super::LogConfig,
 }
 
 /// `[bridge]`

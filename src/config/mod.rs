@@ -28,6 +28,7 @@ pub mod error;
 pub mod http;
 pub mod kafka;
 pub mod limits;
+pub mod log;
 pub mod mqtt;
 mod naming;
 pub mod pipeline;
@@ -46,6 +47,7 @@ pub use error::{ConfigError, Origin};
 pub use http::HttpConfig;
 pub use kafka::{KafkaConfig, PropertyValue};
 pub use limits::LimitsConfig;
+pub use log::{LogConfig, LogFormat};
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTls};
 pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
 pub use secret::{Secret, SecretSource};
@@ -87,6 +89,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Metrics, health and live-view endpoints.
     pub http: HttpConfig,
+    /// Log format, level and progress lines.
+    pub log: LogConfig,
     /// Kafka settings; present when `sink.kind = "kafka"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -120,6 +124,7 @@ struct FileDoc {
     sink: Option<SinkConfig>,
     spool: Option<SpoolConfig>,
     http: Option<HttpConfig>,
+    log: Option<LogConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
     bridge: Option<BridgeConfig>,
@@ -136,6 +141,7 @@ const TABLES: &[&str] = &[
     "sink",
     "spool",
     "http",
+    "log",
     "kafka",
     "mqtt",
     "bridge",
@@ -337,6 +343,8 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
 
     let limits = f.limits.unwrap_or_default();
     let http = f.http.unwrap_or_default();
+    let log = f.log.unwrap_or_default();
+    log.check()?;
     if is_agent && is_bridge && http.listen.is_some() {
         return Err(ConfigError::Invalid {
             key: "http.listen".into(),
@@ -402,6 +410,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 sink,
                 spool,
                 http: http.clone(),
+                log: log.clone(),
                 kafka: kafka.clone(),
                 mqtt: mqtt.clone(),
             }
@@ -425,6 +434,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 })?,
                 limits,
                 http: http.clone(),
+                log: log.clone(),
             };
             file.check()?;
             Some(file)

@@ -165,6 +165,10 @@ bounded!(
     ReadyMs(u64), 100, 3_600_000, "milliseconds"
 );
 bounded!(
+    /// Seconds between progress lines, 0–86,400, 0 = off (`log.progress_interval_secs`).
+    ProgressSecs(u32), 0, 86_400, "seconds"
+);
+bounded!(
     /// MQTT keep-alive interval, seconds, 5–3600 (`mqtt.keep_alive_secs`).
     KeepAliveSecs(u16), 5, 3600, "seconds"
 );
