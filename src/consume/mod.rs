@@ -534,7 +534,8 @@ pub async fn consume(
     let mut warnings = crate::throttle::Throttle::frames();
     // Set at the first assignment: the rate and the idle timer start there.
     let mut assigned_at: Option<Instant> = None;
-    let mut last_activity = Instant::now();
+    let started = Instant::now();
+    let mut last_activity = started;
     loop {
         if opts.max_frames.is_some_and(|m| report.frames >= m) {
             break;
@@ -554,6 +555,10 @@ pub async fn consume(
             _ = idle => break,
             changed = assigned_rx.wait_for(|a| *a), if assigned_at.is_none() => {
                 if changed.is_ok() {
+                    tracing::info!(
+                        after_ms = started.elapsed().as_millis() as u64,
+                        "partitions assigned"
+                    );
                     assigned_at = Some(Instant::now());
                     last_activity = Instant::now();
                 }
