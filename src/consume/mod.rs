@@ -77,6 +77,10 @@ const OWN_PROPERTIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// How often `consume` warns while no partition is assigned (the idle timeout only starts
+/// at the first assignment, so an unreachable cluster would otherwise wait in silence).
+const JOIN_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Options of `edgecam consume`. [`ConsumeOptions::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -95,7 +99,7 @@ pub struct ConsumeOptions {
     pub max_frames: Option<u64>,
     /// Stop when no record arrived for this long, counted from the first partition
     /// assignment (joining the group can take seconds) or the last record (`None` = wait
-    /// forever).
+    /// forever). Until the first assignment it waits, warning every 30 s.
     pub idle_timeout: Option<Duration>,
     /// Show a progress line (on a terminal).
     pub progress: bool,
@@ -536,6 +540,7 @@ pub async fn consume(
     let mut assigned_at: Option<Instant> = None;
     let started = Instant::now();
     let mut last_activity = started;
+    let mut next_join_warning = started + JOIN_WARNING_INTERVAL;
     loop {
         if opts.max_frames.is_some_and(|m| report.frames >= m) {
             break;
@@ -553,6 +558,17 @@ pub async fn consume(
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = idle => break,
+            _ = tokio::time::sleep_until(next_join_warning.into()), if assigned_at.is_none() => {
+                // The idle timer has not started: say why nothing happens.
+                tracing::warn!(
+                    waited_s = started.elapsed().as_secs(),
+                    topic = %opts.topic,
+                    "no partitions assigned yet: is the cluster reachable with these \
+                     properties (TLS, SASL), and does the topic exist?"
+                );
+                next_join_warning += JOIN_WARNING_INTERVAL;
+                continue;
+            }
             changed = assigned_rx.wait_for(|a| *a), if assigned_at.is_none() => {
                 if changed.is_ok() {
                     tracing::info!(
