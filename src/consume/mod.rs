@@ -266,7 +266,8 @@ pub struct ConsumeReport {
     pub skipped: u64,
     /// Files written, in order (only with [`ConsumeOptions::list_files`]).
     pub files: Vec<PathBuf>,
-    /// From the first partition assignment to the end (`None` if never assigned).
+    /// From the first partition assignment to the last record (`None` if never assigned;
+    /// zero when no record came).
     pub elapsed: Option<Duration>,
 }
 
@@ -590,7 +591,6 @@ pub async fn consume(
         };
         let now = Instant::now();
         assigned_at.get_or_insert(now);
-        last_activity = now;
         report.bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
         let (partition, offset) = (msg.partition(), msg.offset());
         let mut w = writer.take().expect("the writer is always returned");
@@ -622,11 +622,13 @@ pub async fn consume(
         }
         // Only now, with the file durable (or the record skipped on purpose).
         consumer.store_offset(&opts.topic, partition, offset)?;
+        last_activity = Instant::now();
         if let Some(t) = assigned_at {
             bar.set_message(progress::line(&report.progress(), t.elapsed()));
         }
     }
-    report.elapsed = assigned_at.map(|t| t.elapsed());
+    // The rate is over reading, not over the idle wait that ended it.
+    report.elapsed = assigned_at.map(|t| last_activity.saturating_duration_since(t));
     bar.finish_and_clear();
     // Commit what was stored; harmless when nothing was.
     if report.frames + report.skipped + report.duplicates > 0 {
