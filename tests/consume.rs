@@ -437,3 +437,88 @@ async fn config_supplies_the_kafka_table_and_its_properties() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("fetch.wait.max.ms"), "{stderr}");
 }
+
+/// Files under `<dir>/<DEVICE>/<date>/` whose names are not hidden (a `.…tmp` left by a
+/// kill is not a file written).
+fn visible_files(dir: &Path) -> usize {
+    let Ok(dates) = std::fs::read_dir(dir.join(DEVICE)) else {
+        return 0;
+    };
+    dates
+        .flatten()
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|f| f.flatten())
+        .filter(|f| !f.file_name().to_string_lossy().starts_with('.'))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_run_and_restarted_every_frame_is_there_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let topic = unique_topic("kill");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let n = 60; // 60 x 64 KB under the mock's 5 MB per partition
+    run_agent(&bootstrap, &topic, n, "").await;
+    let recs = read_topic(&bootstrap, &topic, 1, n as usize, Duration::from_secs(10));
+    assert_eq!(recs.len(), n as usize);
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let group = unique_topic("group");
+    // --grayscale makes each frame a decode and an encode, so the kill lands mid-run. The
+    // killed member holds its partition until its session times out: -X shortens that from
+    // librdkafka's 45 s to the mock broker's minimum.
+    let list = args(&[
+        "-X",
+        "session.timeout.ms=6000",
+        "--bootstrap-servers",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--group-id",
+        &group,
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--grayscale",
+        "--idle-timeout-ms",
+        "3000",
+    ]);
+    let first = {
+        let (list, out) = (list.clone(), out.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(BIN)
+                .arg("consume")
+                .args(&list)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
+            while visible_files(&out) < 5 && std::time::Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            visible_files(&out)
+        })
+        .await
+        .unwrap()
+    };
+    assert!(first >= 5, "the first run wrote {first} files");
+    eprintln!("killed after {first} of {n} files");
+
+    // The same group again: what was not on disk is written now, once.
+    let second = consume_bin(list).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("consumed {} frames", n as usize - first)),
+        "after {first} files: {stderr}"
+    );
+    let files = consumed_files(&out, DEVICE);
+    assert_eq!(files.len(), n as usize);
+    for (f, r) in files.iter().zip(&recs) {
+        assert_eq!(f.seq.to_string(), r.h("edgecam.seq"));
+        let img = image::open(&f.path).unwrap();
+        assert_eq!(img.color().channel_count(), 1);
+    }
+}
