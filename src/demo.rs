@@ -102,16 +102,10 @@ topic = "{topic}"
     // per partition. Publishing starts once the consumer group has assigned the partitions.
     let (assigned_tx, mut assigned_rx) = tokio::sync::watch::channel(false);
     let consume_opts = ConsumeOptions {
-        bootstrap_servers: bootstrap,
-        topic: topic.into(),
-        group_id: "edgecam-demo".into(),
-        output_dir: opts.output_dir.clone(),
-        auto_offset_reset: "earliest".into(),
         max_frames: Some(opts.frames),
         idle_timeout: Some(std::time::Duration::from_secs(10)),
-        progress: false,
         assigned: Some(assigned_tx),
-        limits: crate::limits::Limits::default(),
+        ..ConsumeOptions::new(bootstrap, topic, "edgecam-demo", opts.output_dir.clone())
     };
     let stop_consumer = CancellationToken::new();
     let consumer = {

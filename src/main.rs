@@ -80,29 +80,48 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Write frames from a Kafka topic to <output-dir>/<device>/<seq>.<ext> (at least once).
+    /// Write frames from a Kafka topic to files (at least once, each frame once):
+    /// <output-dir>/<device>/<YYYYMMDD>/<captured_at>-<seq>-<id>.<ext>, in capture order.
     Consume {
-        /// Kafka bootstrap servers, host:port[,host:port…].
+        /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
+        #[arg(long, required_unless_present = "config")]
+        bootstrap_servers: Option<String>,
+        /// Topic to read (default: from --config).
+        #[arg(long, required_unless_present = "config")]
+        topic: Option<String>,
+        /// An agent or bridge configuration whose [kafka] table (bootstrap servers, topic,
+        /// properties with TLS/SASL and secret references) this consumer uses; the file is
+        /// checked as check-config does.
         #[arg(long)]
-        bootstrap_servers: String,
-        /// Topic to read.
-        #[arg(long)]
-        topic: String,
-        /// Consumer group; offsets are committed after each file is written.
+        config: Option<PathBuf>,
+        /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable;
+        /// set after --config's properties).
+        #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
+        property: Vec<(String, String)>,
+        /// Consumer group; offsets are committed after each file is on disk.
         #[arg(long)]
         group_id: String,
         /// Folder for the frames.
         #[arg(long)]
         output_dir: PathBuf,
         /// Where a new consumer group starts.
-        #[arg(long, value_enum, default_value = "latest")]
+        #[arg(long, value_enum, default_value = "earliest")]
         auto_offset_reset: OffsetReset,
-        /// Stop after this many frames.
+        /// Stop after this many frames written.
         #[arg(long)]
         max_frames: Option<u64>,
-        /// Stop after this many milliseconds without a record.
+        /// Stop after this many milliseconds without a record, counted from the first
+        /// partition assignment.
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Write frames as one-channel (luma) images: JPEG re-encoded at quality 90, lossless
+        /// frames as PNG.
+        #[arg(long)]
+        grayscale: bool,
+        /// Scale wider frames down to this many pixels wide (aspect kept; re-encoded as for
+        /// --grayscale).
+        #[arg(long, value_name = "PX")]
+        max_width: Option<std::num::NonZeroU32>,
         /// Skip records whose image declares more pixels than this (as `limits.max_pixels`).
         #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_PIXELS)]
         max_pixels: u64,
@@ -397,22 +416,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consume {
             bootstrap_servers,
             topic,
+            config,
+            property,
             group_id,
             output_dir,
             auto_offset_reset,
             max_frames,
             idle_timeout_ms,
+            grayscale,
+            max_width,
             max_pixels,
             max_side_px,
             max_frame_bytes,
         } => {
-            let shutdown = CancellationToken::new();
-            cancel_on_signals(shutdown.clone())?;
+            // [kafka] from the file, if any; the command line goes on top.
+            let kafka = match &config {
+                Some(path) => {
+                    let loaded = match load_config(path) {
+                        Ok(l) => l,
+                        Err(code) => return Ok(code),
+                    };
+                    let kafka = loaded
+                        .agent
+                        .and_then(|a| a.kafka)
+                        .or(loaded.bridge.map(|b| b.kafka));
+                    match kafka {
+                        Some(k) => Some(k),
+                        None => {
+                            eprintln!(
+                                "edgecam: {} has no [kafka] table to consume from",
+                                path.display()
+                            );
+                            return Ok(ExitCode::from(EXIT_CONFIG));
+                        }
+                    }
+                }
+                None => None,
+            };
+            let mut properties: Vec<(String, String)> = kafka
+                .iter()
+                .flat_map(|k| k.properties.iter())
+                .map(|(name, value)| (name.clone(), value.config_value()))
+                .collect();
+            properties.extend(property);
+            let (Some(bootstrap_servers), Some(topic)) = (
+                bootstrap_servers.or(kafka.as_ref().map(|k| k.bootstrap_servers.clone())),
+                topic.or(kafka.as_ref().map(|k| k.topic.as_str().to_string())),
+            ) else {
+                // clap requires both without --config, and --config's [kafka] has both.
+                eprintln!("edgecam: consume needs --bootstrap-servers and --topic, or --config");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            };
             let opts = edgecam::consume::ConsumeOptions {
-                bootstrap_servers,
-                topic,
-                group_id,
-                output_dir,
                 auto_offset_reset: match auto_offset_reset {
                     OffsetReset::Earliest => "earliest",
                     OffsetReset::Latest => "latest",
@@ -421,21 +476,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_frames,
                 idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                assigned: None,
                 limits: edgecam::limits::Limits {
                     max_pixels,
                     max_side_px,
                     max_frame_bytes,
                 },
+                properties,
+                conversion: edgecam::consume::Conversion {
+                    grayscale,
+                    max_width,
+                },
+                ..edgecam::consume::ConsumeOptions::new(
+                    bootstrap_servers,
+                    topic,
+                    group_id,
+                    output_dir,
+                )
             };
+            // Bad properties exit 64 before anything is opened or created.
+            if let Err(e) = opts.client_config() {
+                eprintln!("edgecam: consume: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
             let r = edgecam::consume::consume(&opts, shutdown).await?;
-            eprintln!(
-                "consumed {} frames ({} bytes, {} skipped) into {}",
-                r.frames,
-                r.bytes,
-                r.skipped,
-                opts.output_dir.display()
-            );
+            eprintln!("{} into {}", r.summary(), opts.output_dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -483,6 +549,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `NAME=VALUE` of `-X`: split at the first `=`; the name must not be empty.
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!(
+            "expected NAME=VALUE, a librdkafka property such as security.protocol=SASL_SSL \
+             (got {s:?})"
+        )),
     }
 }
 

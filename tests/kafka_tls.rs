@@ -184,3 +184,73 @@ fn an_unknown_ca_fails_clearly_and_delivers_nothing() {
     assert_eq!(failures.len(), 1, "the reason, once:\n{stderr}");
     assert!(failures[0].contains("ERROR"), "{}", failures[0]);
 }
+
+/// `edgecam consume` in a blocking thread (the cluster lives in this process): its exit
+/// status, stderr, and the number of files under `<out>/tls-cam/<date>/`.
+async fn consume_bin(args: Vec<String>, out: std::path::PathBuf) -> (bool, String, usize) {
+    tokio::task::spawn_blocking(move || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+            .arg("consume")
+            .args(&args)
+            .args(["--group-id", &unique_topic("group"), "--output-dir"])
+            .arg(&out)
+            .args(["--idle-timeout-ms", "3000"])
+            .output()
+            .unwrap();
+        let files = if out.exists() {
+            common::consumed_files(&out, "tls-cam").len()
+        } else {
+            0
+        };
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            files,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `edgecam consume` reads from a cluster that takes only mutual TLS, with the TLS
+/// properties given as `-X`, and with them taken from the agent's own file (`--config`).
+#[tokio::test(flavor = "multi_thread")]
+async fn consume_reads_through_mutual_tls_with_x_and_with_config() {
+    let pki = Pki::new();
+    let cluster = TlsCluster::start(&pki, Some(&pki.ca));
+    let props = tls_properties(&pki.ca, Some(&pki));
+    let topic = unique_topic("kafka-tls-consume");
+    cluster.create_topic(&topic);
+    let n = 5u64;
+    let source =
+        format!("kind = \"mjpeg\"\npath = \"{FIXTURE}\"\nloop = true\nfps = 0\nmax_frames = {n}");
+    let toml = agent_toml(&source, &cluster.bootstrap, &topic, &props);
+    let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    edgecam::pipeline::run(cfg, CancellationToken::new(), metrics.clone())
+        .await
+        .unwrap();
+    assert_eq!(metrics.delivered.load(Relaxed), n);
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut args = vec![
+        "--bootstrap-servers".to_string(),
+        cluster.bootstrap.clone(),
+        "--topic".into(),
+        topic.clone(),
+    ];
+    for (k, v) in &props {
+        args.push("-X".into());
+        args.push(format!("{k}={v}"));
+    }
+    let (ok, stderr, files) = consume_bin(args, dir.path().join("x")).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(files as u64, n, "-X: {stderr}");
+
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let args = vec!["--config".to_string(), config.display().to_string()];
+    let (ok, stderr, files) = consume_bin(args, dir.path().join("config")).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(files as u64, n, "--config: {stderr}");
+}

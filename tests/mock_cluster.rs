@@ -298,32 +298,32 @@ async fn consume_writes_lossless_frames_as_png_and_jpeg_as_is() {
         assert_eq!(metrics.delivered.load(Relaxed), n);
         let dir = tempfile::tempdir().unwrap();
         let opts = edgecam::consume::ConsumeOptions {
-            bootstrap_servers: bootstrap.clone(),
-            topic: topic.clone(),
-            group_id: unique_topic("group"),
-            output_dir: dir.path().to_path_buf(),
-            auto_offset_reset: "earliest".into(),
             max_frames: Some(n),
             idle_timeout: Some(Duration::from_secs(20)),
-            progress: false,
-            assigned: None,
-            limits: edgecam::limits::Limits::default(),
+            ..edgecam::consume::ConsumeOptions::new(
+                &bootstrap,
+                &topic,
+                unique_topic("group"),
+                dir.path(),
+            )
         };
         let report = edgecam::consume::consume(&opts, CancellationToken::new())
             .await
             .unwrap();
         assert_eq!(report.frames, n);
         let recs = read_topic(&bootstrap, &topic, 1, n as usize, Duration::from_secs(10));
+        let files = common::consumed_files(dir.path(), "front-door");
+        assert_eq!(files.len(), recs.len());
         for r in &recs {
-            let path = dir
-                .path()
-                .join("front-door")
-                .join(format!("{}.{ext}", r.h("edgecam.seq")));
-            let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let seq: u64 = r.h("edgecam.seq").parse().unwrap();
+            let file = files.iter().find(|f| f.seq == seq).expect("a file per seq");
+            assert_eq!(file.ext, ext);
+            let path = &file.path;
+            let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(img.width().to_string(), r.h("edgecam.width"));
             assert_eq!(img.height().to_string(), r.h("edgecam.height"));
             if codec == "jpeg" {
-                assert_eq!(std::fs::read(&path).unwrap(), r.value, "JPEG written as is");
+                assert_eq!(std::fs::read(path).unwrap(), r.value, "JPEG written as is");
             } else {
                 // Lossless: the PNG holds exactly the pixels of the zstd value.
                 let raw = edgecam::encode::codec::decode_zstd(

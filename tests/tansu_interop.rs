@@ -12,6 +12,8 @@
 //!
 //! Run: `cargo test --test tansu_interop -- --nocapture`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -396,19 +398,14 @@ async fn publish(toml: &str) -> (Arc<Metrics>, Duration) {
 }
 
 /// Consumes the topic with `edgecam consume` into `dir` and checks the files are
-/// `<dir>/<DEVICE>/0.jpg … <FRAMES-1>.jpg`. Returns their contents by seq.
+/// `<dir>/<DEVICE>/<date>/<captured>-<seq>-<id>.jpg`, seq 0 … FRAMES-1 in capture order.
+/// Returns their contents by seq.
 async fn consume_files(bootstrap: &str, topic: &str, dir: &Path) -> Vec<Vec<u8>> {
     let opts = ConsumeOptions {
-        bootstrap_servers: bootstrap.to_string(),
-        topic: topic.to_string(),
-        group_id: unique("edgecam-it-group"),
-        output_dir: dir.to_path_buf(),
-        auto_offset_reset: "earliest".into(),
         max_frames: Some(FRAMES),
         idle_timeout: Some(IDLE),
-        progress: false,
-        assigned: None,
-        limits: edgecam::limits::Limits::default(),
+        list_files: true,
+        ..ConsumeOptions::new(bootstrap, topic, unique("edgecam-it-group"), dir)
     };
     let started = Instant::now();
     let report = consume(&opts, CancellationToken::new())
@@ -426,17 +423,15 @@ async fn consume_files(bootstrap: &str, topic: &str, dir: &Path) -> Vec<Vec<u8>>
     assert_eq!(report.files.len() as u64, FRAMES);
 
     let device_dir = dir.join(DEVICE);
-    let names: BTreeSet<String> = std::fs::read_dir(&device_dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", device_dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let expected: BTreeSet<String> = (0..FRAMES).map(|i| format!("{i}.jpg")).collect();
-    assert_eq!(names, expected, "files under {}", device_dir.display());
+    let files = common::consumed_files(dir, DEVICE);
+    let seqs: Vec<u64> = files.iter().map(|f| f.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "files under {} in capture order",
+        device_dir.display()
+    );
+    assert!(files.iter().all(|f| f.ext == "jpg"));
     for f in &report.files {
         assert!(
             f.starts_with(&device_dir),
@@ -445,8 +440,9 @@ async fn consume_files(bootstrap: &str, topic: &str, dir: &Path) -> Vec<Vec<u8>>
             device_dir.display()
         );
     }
-    (0..FRAMES)
-        .map(|i| std::fs::read(device_dir.join(format!("{i}.jpg"))).expect("read frame file"))
+    files
+        .iter()
+        .map(|f| std::fs::read(&f.path).expect("read frame file"))
         .collect()
 }
 

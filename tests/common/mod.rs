@@ -205,3 +205,60 @@ pub fn run_refused_agent(case: &str, toml: &str, secs: u64) -> String {
     );
     stderr
 }
+
+/// One file `edgecam consume` wrote, with the fields of its name
+/// (`<YYYYMMDDTHHMMSS.ffffffZ>-<seq>-<id>.<ext>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Consumed {
+    /// The whole path.
+    pub path: std::path::PathBuf,
+    /// Its date folder, `YYYYMMDD`.
+    pub date: String,
+    /// The capture-time part of the name.
+    pub captured: String,
+    /// The seq part, as a number.
+    pub seq: u64,
+    /// The id part.
+    pub id: String,
+    /// The extension.
+    pub ext: String,
+}
+
+/// The files under `<dir>/<device>/<date>/`, sorted by path (so, by the naming rule, in
+/// capture order). Panics on a name that does not follow the rule, or any other entry
+/// (a leftover temporary file, a file outside a date folder).
+pub fn consumed_files(dir: &std::path::Path, device: &str) -> Vec<Consumed> {
+    let device_dir = dir.join(device);
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(&device_dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", device_dir.display()));
+    for date in entries {
+        let date = date.unwrap();
+        assert!(date.file_type().unwrap().is_dir(), "{:?}", date.path());
+        let date_name = date.file_name().to_string_lossy().into_owned();
+        assert!(
+            date_name.len() == 8 && date_name.bytes().all(|b| b.is_ascii_digit()),
+            "date folder {date_name}"
+        );
+        for f in std::fs::read_dir(date.path()).unwrap() {
+            let path = f.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (stem, ext) = name.rsplit_once('.').unwrap_or_else(|| panic!("{name}"));
+            let parts: Vec<&str> = stem.splitn(3, '-').collect();
+            assert_eq!(parts.len(), 3, "{name}");
+            assert_eq!(parts[0].len(), "20261203T061502.123456Z".len(), "{name}");
+            assert!(parts[0].starts_with(&date_name), "{name} in {date_name}");
+            assert_eq!(parts[1].len(), 20, "{name}: seq zero-padded to 20 digits");
+            out.push(Consumed {
+                date: date_name.clone(),
+                captured: parts[0].to_string(),
+                seq: parts[1].parse().unwrap_or_else(|_| panic!("{name}")),
+                id: parts[2].to_string(),
+                ext: ext.to_string(),
+                path: path.clone(),
+            });
+        }
+    }
+    out.sort();
+    out
+}
