@@ -147,6 +147,13 @@ async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
         .unwrap();
     assert_eq!(report.sink.undelivered, 0);
     assert!(metrics.delivered.load(Relaxed) > 0);
+    // A clean stop brings the retained state up to date before saying offline: a
+    // subscriber arriving now reads the final counts.
+    let (_l, late) = subscriber(port, "t-late-state", "edgecam/yard/state").await;
+    eventually("retained final state", || last_state(&late).is_some()).await;
+    let v = last_state(&late).unwrap();
+    assert_eq!(v["frames_published"], metrics.delivered.load(Relaxed));
+    assert_eq!(v["frames_captured"], metrics.captured.load(Relaxed));
 }
 
 #[tokio::test(flavor = "multi_thread")]

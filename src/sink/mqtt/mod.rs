@@ -458,6 +458,10 @@ impl MqttSink {
                 }
             };
             if clean_exit {
+                // The retained state shows the final counts, then the status says offline.
+                if self.control.is_some() {
+                    self.publish_state(&client, last_command.as_ref()).await;
+                }
                 if let Some(t) = &self.status_topic {
                     let _ = client
                         .publish(t, 1, true, Bytes::from_static(b"offline"), None)
