@@ -38,3 +38,4 @@ pub mod sink;
 pub mod source;
 pub mod spool;
 pub mod throttle;
+pub mod view;

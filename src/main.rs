@@ -132,6 +132,26 @@ enum Command {
         #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_FRAME_BYTES)]
         max_frame_bytes: usize,
     },
+    /// Serve a web page that plays the frames of a Kafka topic: devices with thumbnails, a
+    /// live or resumed player per device, a time scrubber, frame stepping, downloads.
+    View {
+        /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
+        #[arg(long, required_unless_present = "config")]
+        bootstrap_servers: Option<String>,
+        /// Topic to show (default: from --config).
+        #[arg(long, required_unless_present = "config")]
+        topic: Option<String>,
+        /// An agent or bridge configuration whose [kafka] table (servers, topic, TLS/SASL
+        /// properties and secrets) the viewer uses.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable).
+        #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
+        property: Vec<(String, String)>,
+        /// Address to serve the page on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
     /// footage; prints a table.
     Bench {
@@ -429,44 +449,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_side_px,
             max_frame_bytes,
         } => {
-            // [kafka] from the file, if any; the command line goes on top.
-            let kafka = match &config {
-                Some(path) => {
-                    let loaded = match load_config(path) {
-                        Ok(l) => l,
-                        Err(code) => return Ok(code),
-                    };
-                    let kafka = loaded
-                        .agent
-                        .and_then(|a| a.kafka)
-                        .or(loaded.bridge.map(|b| b.kafka));
-                    match kafka {
-                        Some(k) => Some(k),
-                        None => {
-                            eprintln!(
-                                "edgecam: {} has no [kafka] table to consume from",
-                                path.display()
-                            );
-                            return Ok(ExitCode::from(EXIT_CONFIG));
-                        }
-                    }
-                }
-                None => None,
-            };
-            let mut properties: Vec<(String, String)> = kafka
-                .iter()
-                .flat_map(|k| k.properties.iter())
-                .map(|(name, value)| (name.clone(), value.config_value()))
-                .collect();
-            properties.extend(property);
-            let (Some(bootstrap_servers), Some(topic)) = (
-                bootstrap_servers.or(kafka.as_ref().map(|k| k.bootstrap_servers.clone())),
-                topic.or(kafka.as_ref().map(|k| k.topic.as_str().to_string())),
-            ) else {
-                // clap requires both without --config, and --config's [kafka] has both.
-                eprintln!("edgecam: consume needs --bootstrap-servers and --topic, or --config");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            };
+            let (bootstrap_servers, topic, properties) =
+                match kafka_source(config.as_deref(), bootstrap_servers, topic, property) {
+                    Ok(k) => k,
+                    Err(code) => return Ok(code),
+                };
             let opts = edgecam::consume::ConsumeOptions {
                 auto_offset_reset: match auto_offset_reset {
                     OffsetReset::Earliest => "earliest",
@@ -503,6 +490,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = edgecam::consume::consume(&opts, shutdown).await?;
             eprintln!("{} into {}", r.summary(), opts.output_dir.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::View {
+            bootstrap_servers,
+            topic,
+            config,
+            property,
+            listen,
+        } => {
+            let (bootstrap_servers, topic, properties) =
+                match kafka_source(config.as_deref(), bootstrap_servers, topic, property) {
+                    Ok(k) => k,
+                    Err(code) => return Ok(code),
+                };
+            let opts = edgecam::view::ViewOptions {
+                bootstrap_servers,
+                topic,
+                listen,
+                properties,
+                limits: edgecam::limits::Limits::default(),
+            };
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
+            match edgecam::view::serve(opts, shutdown).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(edgecam::view::ViewError::Kafka(e)) => {
+                    eprintln!("edgecam: view: kafka: {e}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Bench {
             data_dir,
@@ -553,6 +570,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `NAME=VALUE` of `-X`: split at the first `=`; the name must not be empty.
+/// `(bootstrap servers, topic, consumer properties)`.
+type KafkaSource = (String, String, Vec<(String, String)>);
+
+/// Bootstrap servers, topic and consumer properties for `consume` and `view`: `[kafka]` of
+/// `config` (an agent or bridge file, checked as `check-config` does), with the command
+/// line on top. `Err` is the exit code, the reason already printed.
+fn kafka_source(
+    config: Option<&std::path::Path>,
+    bootstrap_servers: Option<String>,
+    topic: Option<String>,
+    property: Vec<(String, String)>,
+) -> Result<KafkaSource, ExitCode> {
+    let kafka = match config {
+        Some(path) => {
+            let loaded = load_config(path)?;
+            let kafka = loaded
+                .agent
+                .and_then(|a| a.kafka)
+                .or(loaded.bridge.map(|b| b.kafka));
+            match kafka {
+                Some(k) => Some(k),
+                None => {
+                    eprintln!(
+                        "edgecam: {} has no [kafka] table to read from",
+                        path.display()
+                    );
+                    return Err(ExitCode::from(EXIT_CONFIG));
+                }
+            }
+        }
+        None => None,
+    };
+    let mut properties: Vec<(String, String)> = kafka
+        .iter()
+        .flat_map(|k| k.properties.iter())
+        .map(|(name, value)| (name.clone(), value.config_value()))
+        .collect();
+    properties.extend(property);
+    let (Some(bootstrap_servers), Some(topic)) = (
+        bootstrap_servers.or(kafka.as_ref().map(|k| k.bootstrap_servers.clone())),
+        topic.or(kafka.as_ref().map(|k| k.topic.as_str().to_string())),
+    ) else {
+        // clap requires both without --config, and --config's [kafka] has both.
+        eprintln!("edgecam: needs --bootstrap-servers and --topic, or --config");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    };
+    Ok((bootstrap_servers, topic, properties))
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => {

@@ -54,7 +54,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use convert::Converter;
+pub(crate) use convert::Converter;
 pub use convert::{Conversion, JPEG_QUALITY};
 use durable::{Dirs, Written};
 use name::RecordMeta;
@@ -405,6 +405,41 @@ fn classify(msg: &OwnedMessage, limits: &Limits) -> Result<Kind, String> {
         }
         other => Err(format!("not an edgecam frame (content type {other:?})")),
     }
+}
+
+/// The image of a record as a browser can show it, for `edgecam view`: a JPEG or PNG as
+/// published (cut at its EOI or IEND), a lossless zstd frame decoded and written as PNG.
+/// Returns `(content type, bytes)`.
+///
+/// Errors: why the record is not a frame a browser can be given (the reason text of
+/// [`classify`], or the decode failure).
+pub(crate) fn browser_image(
+    msg: &OwnedMessage,
+    limits: &Limits,
+    converter: &mut Converter,
+) -> Result<(&'static str, Vec<u8>), String> {
+    let value = msg.payload().unwrap_or_default();
+    match classify(msg, limits)? {
+        Kind::Jpeg { len, .. } => Ok(("image/jpeg", value[..len].to_vec())),
+        Kind::Png { len, .. } => Ok(("image/png", value[..len].to_vec())),
+        Kind::Zstd {
+            width,
+            height,
+            format,
+        } => {
+            let raw = crate::encode::codec::decode_zstd(value, width, height, format)
+                .ok_or("zstd frame does not decompress to its stated size")?;
+            let png = converter
+                .raw_to_png(raw, &Conversion::default())
+                .map_err(|e| e.to_string())?;
+            Ok(("image/png", png))
+        }
+    }
+}
+
+/// The edgecam headers and Kafka position of `msg` (see [`name::RecordMeta`]).
+pub(crate) fn record_meta(msg: &OwnedMessage) -> RecordMeta {
+    meta_of(msg)
 }
 
 /// What happened to one record.

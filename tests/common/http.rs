@@ -32,6 +32,13 @@ pub fn get(port: u16, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
             }
             body.extend_from_slice(&chunk[..n]);
         }
+    } else if let Some(len) = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        r.read_exact(&mut body).unwrap();
     } else {
         r.read_to_end(&mut body).unwrap();
     }
@@ -105,9 +112,19 @@ pub fn sample(m: &serde_json::Value, name: &str, labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in {}", m[name]))
 }
 
+/// Polls `path` until it answers `want` (waiting for the port to open first); its body.
 pub async fn wait_for_status(port: u16, path: &str, want: u16, what: &str) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_err() {
+            // Not listening yet.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: nothing listens on port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let (status, _, body) = tokio::task::spawn_blocking({
             let path = path.to_string();
             move || get(port, &path)

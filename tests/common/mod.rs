@@ -2,6 +2,7 @@
 //! back from a Kafka topic with their headers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod http;
 pub mod mosquitto;
 pub mod tls;

@@ -1,0 +1,213 @@
+//! `edgecam view` in a real browser: headless Chromium (Debian's `chromium`, installed by
+//! `scripts/setup`) opens the page against a topic an agent fills with real footage; the
+//! page shows decodable frames whose seq advances, and reopening it at the position it
+//! reached resumes with the next frame, neither from the start nor at "now". Screenshots
+//! are kept in `target/view-screenshots/` as artefacts.
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::http::{get, wait_for_status};
+use common::mosquitto::free_port;
+use common::{unique_topic, FIXTURE};
+use edgecam::metrics::Metrics;
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("view");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let toml = format!(
+        "[device]\nid = \"porch\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 10\n\
+         loop = true\n[encode]\nmax_message_bytes = 40000\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
+    );
+    let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        stop_agent.clone(),
+        metrics.clone(),
+    ));
+    let m = metrics.clone();
+    common::mosquitto::eventually("frames in Kafka", || m.delivered.load(Relaxed) >= 20).await;
+
+    let port = free_port();
+    let stop_view = CancellationToken::new();
+    let view = tokio::spawn(edgecam::view::serve(
+        edgecam::view::ViewOptions {
+            bootstrap_servers: bootstrap.clone(),
+            topic: topic.clone(),
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            properties: Vec::new(),
+            limits: edgecam::limits::Limits::default(),
+        },
+        stop_view.clone(),
+    ));
+    wait_for_status(port, "/", 200, "the page").await;
+    // The tail reader found the device.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, body) = tokio::task::spawn_blocking(move || get(port, "/api/devices"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if v["devices"][0]["device"] == "porch" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "devices: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("view-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let base = format!("http://127.0.0.1:{port}/");
+    let (last_seq, resume) = tokio::task::spawn_blocking({
+        let (base, shots) = (base.clone(), shots.clone());
+        let m = metrics.clone();
+        move || browse(&base, &shots, &m)
+    })
+    .await
+    .unwrap();
+
+    // Stepping: the frame before the resume point is the last one the first visit showed.
+    let (status, headers, body) = tokio::task::spawn_blocking({
+        let path = format!("/api/frame/porch?from={resume}&dir=prev");
+        move || get(port, &path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let seq = &headers
+        .iter()
+        .find(|(k, _)| k == "x-edgecam-seq")
+        .unwrap()
+        .1;
+    assert_eq!(seq, &last_seq.to_string());
+    image::load_from_memory(&body).unwrap();
+    // The time scrubber: a stream from a capture time starts at the first record at or
+    // after it (offsets_for_times).
+    let (_, _, body) = tokio::task::spawn_blocking(move || get(port, "/api/devices"))
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (at_ms, at_offset) = (
+        v["devices"][0]["timestamp_ms"].as_i64().unwrap(),
+        v["devices"][0]["offset"].as_i64().unwrap(),
+    );
+    let head = tokio::task::spawn_blocking(move || {
+        first_part_head(port, &format!("/api/stream/porch?at={at_ms}"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        head.contains(&format!("X-Kafka-Offset: {at_offset}\r\n")),
+        "stream at {at_ms} should start at offset {at_offset}: {head}"
+    );
+    // A bad position is a 400 saying what is expected.
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || get(port, "/api/stream/porch?from=x"))
+            .await
+            .unwrap();
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("PARTITION:OFFSET"));
+
+    stop_view.cancel();
+    tokio::time::timeout(Duration::from_secs(10), view)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop_agent.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// The browser part: returns the last seq the first visit showed and the position after it.
+fn browse(base: &str, shots: &std::path::Path, metrics: &Metrics) -> (u64, String) {
+    // First visit: the only device is picked and played live. The frame shown decodes, and
+    // the seq advances while it plays.
+    let mut b = Browser::open(base);
+    b.wait_until("a frame decoded", |b| b.text("decoded").contains('x'));
+    let decoded = b.text("decoded");
+    let (w, h) = decoded.split_once('x').unwrap();
+    assert!(w.parse::<u32>().unwrap() > 0 && h.parse::<u32>().unwrap() > 0);
+    let first_seq: u64 = b.text("first-seq").parse().unwrap();
+    b.wait_until("the seq advances", |b| {
+        b.text("seq").parse::<u64>().unwrap_or(0) >= first_seq + 5
+    });
+    b.screenshot(&shots.join("live.png"));
+    // Pause: the position stays where the last frame shown left it.
+    b.eval("document.getElementById('play').click()");
+    std::thread::sleep(Duration::from_millis(300));
+    let last_seq: u64 = b.text("seq").parse().unwrap();
+    let position = b.text("position");
+    let (p, o) = position.split_once(':').unwrap();
+    let resume = format!("{p}:{}", o.parse::<i64>().unwrap() + 1);
+    let stored = b.eval("JSON.stringify(localStorage)");
+    assert!(
+        stored.as_str().unwrap().contains(&resume),
+        "position {resume} kept in localStorage: {stored}"
+    );
+
+    // Let the camera run ahead, then reload: the next frame comes first, not the live one.
+    std::thread::sleep(Duration::from_secs(2));
+    let live_then = metrics.delivered.load(Relaxed);
+    b.eval("window.beforeReload = true; location.reload()");
+    b.wait_until("a frame after the reload", |b| {
+        b.eval("window.beforeReload === undefined") == true
+            && b.text("first-seq").parse::<u64>().is_ok()
+    });
+    let resumed: u64 = b.text("first-seq").parse().unwrap();
+    assert_eq!(
+        resumed,
+        last_seq + 1,
+        "resumed right after the last frame shown (live was near {live_then})"
+    );
+    b.wait_until("the replay plays on", |b| {
+        b.text("seq").parse::<u64>().unwrap_or(0) > resumed
+    });
+    b.screenshot(&shots.join("resumed.png"));
+    drop(b);
+
+    // A new browser (no localStorage) opened at the URL the page keeps resumes too.
+    let mut b = Browser::open(&format!("{base}#device=porch&from={resume}"));
+    b.wait_until("a frame", |b| b.text("first-seq").parse::<u64>().is_ok());
+    assert_eq!(b.text("first-seq").parse::<u64>().unwrap(), last_seq + 1);
+    for s in ["live.png", "resumed.png"] {
+        let img = image::open(shots.join(s)).unwrap();
+        assert!(img.width() >= 800 && img.height() >= 600, "{s}");
+    }
+    (last_seq, resume)
+}
+
+/// The headers of the first part of the multipart stream at `path`.
+fn first_part_head(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Past the response head, up to the end of the first part's head.
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(at) = text.find("--edgecamframe\r\n") {
+            if let Some(end) = text[at..].find("\r\n\r\n") {
+                return text[at..at + end + 2].to_string();
+            }
+        }
+    }
+}
