@@ -22,6 +22,7 @@ pub mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod http;
 pub mod inspect;
 pub mod jpeg;

@@ -37,6 +37,9 @@ pub enum DropReason {
     SpoolCorrupt,
     /// The spool could not write it (a full disk, an I/O error) and memory was full too.
     SpoolWriteFailed,
+    /// `[gate]`: the scene did not change (no motion, outside the rolls, no heartbeat due).
+    /// Intentional, not a loss.
+    Unchanged,
 }
 
 impl DropReason {
@@ -56,6 +59,7 @@ impl DropReason {
             DropReason::SpoolExpired => "spool_expired",
             DropReason::SpoolCorrupt => "spool_corrupt",
             DropReason::SpoolWriteFailed => "spool_write_failed",
+            DropReason::Unchanged => "unchanged",
         }
     }
 

@@ -323,7 +323,33 @@ fn encode_loop(
     let mut max = cfg.encode.max_message_bytes.get() as usize;
     let mut error_topic = has_error_topic(cfg);
     let mut warnings = Throttle::frames();
-    while let Some(frame) = queue.pop() {
+    let mut gate = if cfg.gate.enabled {
+        match crate::gate::FrameGate::new(&cfg.gate, cfg.limits.limits()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::error!(error = %e, "[gate] cannot start; publishing every frame");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Frames the gate let through, in capture order.
+    let mut pending: std::collections::VecDeque<Frame> = std::collections::VecDeque::new();
+    loop {
+        let frame = match pending.pop_front() {
+            Some(f) => f,
+            None => {
+                let Some(f) = queue.pop() else { break };
+                match gate.as_mut() {
+                    None => f,
+                    Some(g) => {
+                        pending.extend(g.pass(f, metrics));
+                        continue;
+                    }
+                }
+            }
+        };
         if reload.has_changed().unwrap_or(false) {
             let new = reload.borrow_and_update().clone();
             encoder.reconfigure(device, new.encode.clone(), new.transform.clone());
@@ -395,6 +421,21 @@ fn encode_loop(
             // The sink is gone (grace period over): nothing more can be delivered.
             break;
         }
+    }
+    if !pending.is_empty() {
+        // The sink went away with frames the gate had let through still here.
+        metrics.drop_frames(DropReason::UndeliveredAtShutdown, pending.len() as u64);
+    }
+    if let Some(g) = gate.as_mut() {
+        g.finish(metrics);
+        let c = g.counts();
+        tracing::info!(
+            motion = c.motion,
+            roll = c.roll,
+            heartbeat = c.heartbeat,
+            unchanged = c.suppressed,
+            "gate: frames passed and suppressed"
+        );
     }
 }
 

@@ -368,6 +368,26 @@ fn bad_rows(dir: &Path) -> Vec<Bad> {
             &["log.progress_interval_secs: must be at most 86400 (got 90000)"],
         ),
         bad(
+            "gate pixel threshold 0",
+            min_with("[gate]\nenabled = true\npixel_threshold = 0"),
+            &["gate.pixel_threshold: must be from 1 to 255 (got 0)"],
+        ),
+        bad(
+            "gate changed area over 100",
+            min_with("[gate]\nchanged_area_percent = 150.0"),
+            &["gate.changed_area_percent: must be more than 0 and at most 100 (got 150)"],
+        ),
+        bad(
+            "gate enabled as a string",
+            min_with("[gate]\nenabled = \"yes\""),
+            &["gate.enabled: wrong type"],
+        ),
+        bad(
+            "gate pre-roll over 30",
+            min_with("[gate]\npre_roll_frames = 100"),
+            &["gate.pre_roll_frames: must be at most 30 (got 100)"],
+        ),
+        bad(
             "spool dir is not a key",
             min_with("[spool]\ndir = \"/tmp/x\""),
             &["spool.dir: unknown key"],

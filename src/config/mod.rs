@@ -25,6 +25,7 @@ mod de;
 pub mod encode;
 pub mod env;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod kafka;
 pub mod limits;
@@ -44,6 +45,7 @@ pub use bridge::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPatter
 pub use encode::{Codec, EncodeConfig, TransformConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use env::ENV_PREFIX;
 pub use error::{ConfigError, Origin};
+pub use gate::GateConfig;
 pub use http::HttpConfig;
 pub use kafka::{KafkaConfig, PropertyValue};
 pub use limits::LimitsConfig;
@@ -91,6 +93,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log format, level and progress lines.
     pub log: LogConfig,
+    /// Publish only when the scene changes.
+    pub gate: GateConfig,
     /// Kafka settings; present when `sink.kind = "kafka"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -125,6 +129,7 @@ struct FileDoc {
     spool: Option<SpoolConfig>,
     http: Option<HttpConfig>,
     log: Option<LogConfig>,
+    gate: Option<GateConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
     bridge: Option<BridgeConfig>,
@@ -142,6 +147,7 @@ const TABLES: &[&str] = &[
     "spool",
     "http",
     "log",
+    "gate",
     "kafka",
     "mqtt",
     "bridge",
@@ -398,6 +404,8 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                     SinkKind::Kafka => mqtt::MqttUser::AgentControl,
                 })?;
             }
+            let gate = f.gate.unwrap_or_default();
+            gate.check()?;
             let mut spool = f.spool.unwrap_or_default();
             spool.resolve_dir(device.id.as_str(), &cx.base, &cx.env.state_dirs);
             Config {
@@ -411,6 +419,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 spool,
                 http: http.clone(),
                 log: log.clone(),
+                gate,
                 kafka: kafka.clone(),
                 mqtt: mqtt.clone(),
             }
