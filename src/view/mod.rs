@@ -624,7 +624,15 @@ async fn stream(
                 }))
             }
             start => {
-                let consumer = match consumer_from(&s, &device, start) {
+                // Positioning may ask the broker several times (offsets by time): off the
+                // runtime's threads.
+                let positioned = tokio::task::spawn_blocking({
+                    let (s, device) = (s.clone(), device.clone());
+                    move || consumer_from(&s, &device, start)
+                })
+                .await
+                .expect("consumer_from does not panic");
+                let consumer = match positioned {
                     Ok(c) => c,
                     Err(e) => {
                         return json(
