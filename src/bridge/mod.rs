@@ -722,7 +722,7 @@ impl Forwarder {
             return;
         };
         match (ack, p.destination) {
-            (Ack::Delivered(slot), Destination::Frames) => {
+            (Ack::Delivered(slot, _), Destination::Frames) => {
                 self.metrics
                     .last_forward_unix_ms
                     .store(crate::metrics::unix_ms_now(), Relaxed);
@@ -732,7 +732,7 @@ impl Forwarder {
                     .fetch_add(p.size as u64, Relaxed);
                 self.finish(slot);
             }
-            (Ack::Delivered(slot), Destination::Errors) => {
+            (Ack::Delivered(slot, _), Destination::Errors) => {
                 self.metrics.dead_lettered.fetch_add(1, Relaxed);
                 self.finish(slot);
             }
