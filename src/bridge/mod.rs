@@ -13,10 +13,16 @@
 //!   ([`crate::mqtt::properties_to_headers`]).
 //! * `raw`: foreign payloads (an ESP32-CAM publishing bare JPEG, MQTT 3.1.1 or 5). The bridge
 //!   writes the edgecam headers itself: `edgecam.device` from the topic, `edgecam.seq`
-//!   counted per device from 0 at bridge start, `edgecam.frame_id` (UUIDv7),
+//!   counted per device from 0 at bridge start, `edgecam.frame_id` (UUIDv5 of device and
+//!   image, so a redelivered message keeps its id),
 //!   `edgecam.captured_at` (receive time), and `content-type`, `edgecam.width`/`height`,
 //!   `edgecam.codec`, `edgecam.quality` sniffed from the JPEG (SOF, DQT estimate or
 //!   `unknown`) or PNG (IHDR, `lossless`).
+//!
+//! Besides MQTT, `[bridge.http]` takes frames uploaded over HTTP ([`upload`]): checked as
+//! `raw` input, fitted under the budget when larger, and given the same headers; they share
+//! the Kafka sink, the per-device sequence numbers and the in-flight bound with MQTT input,
+//! and each upload is answered once Kafka's delivery report is in.
 //!
 //! The record key is the device id, so one device's frames stay in one partition, in the
 //! order they arrived (the producer is idempotent; a record sent again after a failed
