@@ -536,6 +536,13 @@ async fn bad_uploads_get_4xx_and_are_dead_lettered() {
             RejectReason::InvalidDeviceId,
         ),
         (
+            "/v1/frames/%FF%FE",
+            "image/jpeg",
+            frame.clone(),
+            400,
+            RejectReason::InvalidDeviceId,
+        ),
+        (
             "/v1/frames/esp-1",
             &multipart_ct,
             no_file.clone(),
@@ -582,7 +589,7 @@ async fn bad_uploads_get_4xx_and_are_dead_lettered() {
     assert_eq!(m.uploads_for(UploadOutcome::Rejected), cases.len() as u64);
     assert_eq!(m.uploads_for(UploadOutcome::BodyTooLarge), 1);
     assert_eq!(m.rejected_for(RejectReason::BadFrame), 1);
-    assert_eq!(m.rejected_for(RejectReason::InvalidDeviceId), 1);
+    assert_eq!(m.rejected_for(RejectReason::InvalidDeviceId), 2);
     assert_eq!(m.dead_lettered.load(Relaxed), cases.len() as u64);
     bridge.stop().await;
 }

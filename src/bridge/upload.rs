@@ -267,9 +267,21 @@ fn authorized(token: &str, headers: &HeaderMap) -> bool {
 
 async fn upload(
     State(s): State<Arc<Uploads>>,
-    Path(device): Path<String>,
+    device: Result<Path<String>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
+    // A segment that does not percent-decode to UTF-8 is no device id either: keep it as
+    // sent, so the check below refuses it with the same JSON answer and dead letter.
+    let device = match device {
+        Ok(Path(d)) => d,
+        Err(_) => req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
     let (outcome, response) = handle(&s, device, req).await;
     s.metrics.count_upload(outcome);
     response
