@@ -872,6 +872,28 @@ impl BridgeProcess {
         c.kill().unwrap();
         assert!(!c.wait().unwrap().success());
     }
+
+    /// SIGTERM, then the exit status (30 s at most).
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.0.take().unwrap();
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                panic!("the bridge did not exit within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for BridgeProcess {
@@ -883,20 +905,106 @@ impl Drop for BridgeProcess {
     }
 }
 
-/// Six clients upload unique frames back to back while the bridge process is SIGKILLed:
-/// every upload that got a 201 is in Kafka, because 201 is only sent after the delivery
-/// report. (Uploads cut off by the kill got no answer, or a failed connection, and may or
-/// may not be stored: the client sends those again.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bridge_killed_mid_request_keeps_every_201() {
-    const CLIENTS: usize = 6;
+/// What the back-to-back clients saw.
+#[derive(Default)]
+struct Seen {
+    /// (frame id, image) of every upload answered 201.
+    stored: Vec<(String, Vec<u8>)>,
+    /// Uploads answered 503 (the bridge stopping).
+    unavailable: usize,
+    /// Clients whose request got no answer (connection refused or cut).
+    cut_off: usize,
+    /// Of those, requests cut after the connection was made (not refused).
+    cut_mid_request: usize,
+}
+
+/// `CLIENTS` threads uploading unique fixture frames to `kill-<n>` back to back until `stop`
+/// or until a request gets no answer.
+fn start_clients(
+    port: u16,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let frames = fixture_frames();
+    (0..clients)
+        .map(|c| {
+            let (stop, seen, frames) = (stop.clone(), seen.clone(), frames.clone());
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Relaxed) {
+                    let img = with_comment(&frames[n % frames.len()], &format!("client {c} #{n}"));
+                    n += 1;
+                    let headers = [("Content-Type", "image/jpeg")];
+                    let path = format!("/v1/frames/kill-{c}");
+                    match request(port, "POST", &path, &headers, &img, REQUEST_GUARD) {
+                        Ok(r) if r.status == 201 => {
+                            let id = r.json()["frame_id"].as_str().unwrap().to_string();
+                            seen.lock().unwrap().stored.push((id, img.to_vec()));
+                        }
+                        Ok(r) if r.status == 503 => seen.lock().unwrap().unavailable += 1,
+                        Ok(r) => panic!(
+                            "unexpected {}: {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ),
+                        Err(e) => {
+                            let mut s = seen.lock().unwrap();
+                            s.cut_off += 1;
+                            if e.kind() != std::io::ErrorKind::ConnectionRefused {
+                                s.cut_mid_request += 1;
+                            }
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Reads the topic and checks that every upload answered 201 is in it, byte for byte.
+/// Returns the number of records in the topic.
+async fn check_every_201_stored(bootstrap: &str, topic: &str, seen: &Seen) -> usize {
+    let recs = read_for(
+        bootstrap,
+        topic,
+        2,
+        seen.stored.len() + 1000,
+        Duration::from_secs(10),
+    )
+    .await;
+    let in_kafka: HashMap<&str, &Rec> = recs.iter().map(|r| (r.h("edgecam.frame_id"), r)).collect();
+    let mut missing = 0;
+    for (id, img) in &seen.stored {
+        match in_kafka.get(id.as_str()) {
+            Some(rec) => assert_eq!(&rec.value, img),
+            None => missing += 1,
+        }
+    }
+    assert_eq!(missing, 0, "every 201 is in Kafka");
+    recs.len()
+}
+
+/// A bridge child process over a slow Kafka (150 ms round trip: each record spends a while
+/// between the bridge's send and its delivery report, so a stop finds uploads in that
+/// window, where an early 201 would be a lie).
+async fn slow_kafka_bridge(
+    id: &str,
+) -> (
+    Mosquitto,
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    String,
+    u16,
+    tempfile::TempDir,
+    BridgeProcess,
+) {
     let broker = Mosquitto::start();
     let cluster = MockCluster::new(1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let topic = unique_topic("up-kill");
+    let topic = unique_topic(id);
     cluster.create_topic(&topic, 2, 1).unwrap();
-    // Slow Kafka: each record spends a while between the bridge's send and its delivery
-    // report, so the kill finds uploads in that window (where an early 201 would be a lie).
     cluster
         .broker_round_trip_time(1, Duration::from_millis(150))
         .unwrap();
@@ -906,7 +1014,7 @@ async fn bridge_killed_mid_request_keeps_every_201() {
     std::fs::write(
         &config,
         Toml {
-            id: "up-kill",
+            id,
             mqtt_port: broker.port(),
             bootstrap: &bootstrap,
             topic: &topic,
@@ -918,53 +1026,25 @@ async fn bridge_killed_mid_request_keeps_every_201() {
         .render(),
     )
     .unwrap();
-    let stderr = dir.path().join("bridge.stderr");
-    let mut bridge = BridgeProcess::spawn(&config, &stderr);
+    let bridge = BridgeProcess::spawn(&config, &dir.path().join("bridge.stderr"));
     wait_for_port(port).await;
+    (broker, cluster, bootstrap, topic, port, dir, bridge)
+}
 
+/// Six clients upload unique frames back to back while the bridge process is SIGKILLed:
+/// every upload that got a 201 is in Kafka, because 201 is only sent after the delivery
+/// report. (Uploads cut off by the kill got no answer and may or may not be stored: the
+/// client sends those again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_killed_mid_request_keeps_every_201() {
+    let (_broker, _cluster, bootstrap, topic, port, _dir, mut bridge) =
+        slow_kafka_bridge("up-kill").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let stored = Arc::new(Mutex::new(Vec::<(String, Vec<u8>)>::new()));
-    let unanswered = Arc::new(Mutex::new(0usize));
-    let frames = fixture_frames();
-    let mut clients = Vec::new();
-    for c in 0..CLIENTS {
-        let (stop, stored, unanswered) = (stop.clone(), stored.clone(), unanswered.clone());
-        let frames = frames.clone();
-        clients.push(std::thread::spawn(move || {
-            let mut n = 0usize;
-            while !stop.load(Relaxed) {
-                let img = with_comment(&frames[n % frames.len()], &format!("client {c} #{n}"));
-                n += 1;
-                let headers = [("Content-Type", "image/jpeg")];
-                match request(
-                    port,
-                    "POST",
-                    &format!("/v1/frames/kill-{c}"),
-                    &headers,
-                    &img,
-                    REQUEST_GUARD,
-                ) {
-                    Ok(r) if r.status == 201 => {
-                        let id = r.json()["frame_id"].as_str().unwrap().to_string();
-                        stored.lock().unwrap().push((id, img.to_vec()));
-                    }
-                    Ok(r) => panic!(
-                        "unexpected {} before the kill: {}",
-                        r.status,
-                        String::from_utf8_lossy(&r.body)
-                    ),
-                    // The kill: no answer. Stop this client.
-                    Err(_) => {
-                        *unanswered.lock().unwrap() += 1;
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    let s = stored.clone();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let clients = start_clients(port, 6, stop.clone(), seen.clone());
+    let s = seen.clone();
     wait_until("40 uploads stored", Duration::from_secs(60), || {
-        s.lock().unwrap().len() >= 40
+        s.lock().unwrap().stored.len() >= 40
     })
     .await;
     bridge.kill();
@@ -972,29 +1052,50 @@ async fn bridge_killed_mid_request_keeps_every_201() {
     for c in clients {
         c.join().unwrap();
     }
-    let stored = stored.lock().unwrap().clone();
-    let recs = read_for(
-        &bootstrap,
-        &topic,
-        2,
-        stored.len() + 1000,
-        Duration::from_secs(10),
-    )
-    .await;
-    let in_kafka: HashMap<&str, &Rec> = recs.iter().map(|r| (r.h("edgecam.frame_id"), r)).collect();
-    let mut missing = 0;
-    for (id, img) in &stored {
-        match in_kafka.get(id.as_str()) {
-            Some(rec) => assert_eq!(&rec.value, img),
-            None => missing += 1,
-        }
-    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let total = check_every_201_stored(&bootstrap, &topic, &seen).await;
     println!(
-        "{} uploads answered 201 before the kill, {} in Kafka in all, {} clients cut off",
-        stored.len(),
-        recs.len(),
-        unanswered.lock().unwrap()
+        "SIGKILL: {} uploads answered 201, {} answered 503, {} clients cut off ({} mid-request); \
+         {total} records in Kafka",
+        seen.stored.len(),
+        seen.unavailable,
+        seen.cut_off,
+        seen.cut_mid_request
     );
-    assert_eq!(missing, 0, "every 201 is in Kafka");
-    assert!(recs.len() >= stored.len());
+    assert_eq!(seen.unavailable, 0, "no 503 before the kill");
+    assert!(total >= seen.stored.len());
+}
+
+/// The same load, stopped with SIGTERM: the bridge stops taking uploads, waits for the
+/// delivery reports of those in flight, answers them, and exits 0; every 201 is in Kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_uploads_in_flight_and_keeps_every_201() {
+    let (_broker, _cluster, bootstrap, topic, port, _dir, mut bridge) =
+        slow_kafka_bridge("up-term").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let clients = start_clients(port, 6, stop.clone(), seen.clone());
+    let s = seen.clone();
+    wait_until("40 uploads stored", Duration::from_secs(60), || {
+        s.lock().unwrap().stored.len() >= 40
+    })
+    .await;
+    let before = seen.lock().unwrap().stored.len();
+    let status = bridge.terminate().await;
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    stop.store(true, Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let total = check_every_201_stored(&bootstrap, &topic, &seen).await;
+    println!(
+        "SIGTERM: {} uploads answered 201 ({} of them after the signal was sent or in flight \
+         then), {} answered 503, {} clients cut off ({} mid-request); {total} records in Kafka",
+        seen.stored.len(),
+        seen.stored.len() - before,
+        seen.unavailable,
+        seen.cut_off,
+        seen.cut_mid_request
+    );
 }

@@ -187,10 +187,10 @@ pub async fn run(
         .await
         .map_err(BridgeError::Http)?;
     }
-    let uploads = match cfg.bridge.http.listen {
+    let (uploads, upload_server) = match cfg.bridge.http.listen {
         Some(addr) => {
             let (tx, rx) = mpsc::channel(cfg.bridge.http.max_concurrent.get());
-            upload::serve(
+            let server = upload::serve(
                 addr,
                 &cfg.bridge.http,
                 tx,
@@ -202,9 +202,9 @@ pub async fn run(
             )
             .await
             .map_err(BridgeError::Http)?;
-            Some(rx)
+            (Some(rx), Some(server))
         }
-        None => None,
+        None => (None, None),
     };
     let producer_config = cfg.kafka.producer_config(max_bytes);
     if let Some(partitions) = cfg.kafka.create_topic_partitions {
@@ -333,6 +333,19 @@ pub async fn run(
     {
         tracing::warn!("MQTT disconnect did not complete in time; closing the connection");
         mqtt_task.abort();
+    }
+    // Let the upload server write the answers the drain produced (201s for what was
+    // delivered; 503 for uploads still waiting, now that the forwarder is gone) before the
+    // process may exit.
+    http_stop.cancel();
+    if let Some(mut server) = upload_server {
+        if tokio::time::timeout_at(deadline, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("upload connections still open at the end of shutdown; closing them");
+            server.abort();
+        }
     }
 
     let report = BridgeReport {
