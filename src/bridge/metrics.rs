@@ -69,7 +69,7 @@ impl RejectReason {
 pub struct BridgeMetrics {
     /// Messages taken from the broker (QoS 0 and 1; a redelivered message counts again).
     pub received: AtomicU64,
-    /// Records Kafka confirmed in `kafka.topic`.
+    /// Records Kafka confirmed in `kafka.topic` (MQTT messages and uploads).
     pub forwarded: AtomicU64,
     /// Bytes of those records (whole record, as [`crate::record::record_size`] counts).
     pub forwarded_bytes: AtomicU64,

@@ -139,7 +139,7 @@ pub enum BridgeError {
 pub struct BridgeReport {
     /// Messages taken from the broker (redeliveries count again).
     pub received: u64,
-    /// Records delivered to `kafka.topic`.
+    /// Records delivered to `kafka.topic` (from MQTT messages and from uploads).
     pub forwarded: u64,
     /// Records delivered to the dead-letter topic.
     pub dead_lettered: u64,
