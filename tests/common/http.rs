@@ -105,29 +105,15 @@ pub fn sample(m: &serde_json::Value, name: &str, labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{{{labels}}} in {}", m[name]))
 }
 
-/// Polls `GET path` until it answers `want` (30 s at most). Nothing listening yet counts as
-/// "not yet": the server binds in a task of its own, which may not have run when this starts.
 pub async fn wait_for_status(port: u16, path: &str, want: u16, what: &str) -> Vec<u8> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let answer = tokio::task::spawn_blocking({
+        let (status, _, body) = tokio::task::spawn_blocking({
             let path = path.to_string();
-            move || request(port, "GET", &path, &[], &[], Duration::from_secs(10))
+            move || get(port, &path)
         })
         .await
         .unwrap();
-        let (status, body) = match answer {
-            Ok(r) => (r.status, r.body),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{what}: nothing listens on port {port}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            Err(e) => panic!("{what}: GET {path}: {e}"),
-        };
         if status == want {
             return body;
         }
