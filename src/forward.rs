@@ -630,7 +630,7 @@ mod tests {
             f.accept(sample(i, 500), now);
             for o in take_all(&mut f, now) {
                 delivered.push(seq(&o));
-                f.on_ack(Ack::Delivered(o.ticket));
+                f.on_ack(Ack::Delivered(o.ticket, None));
             }
             f.tick(now, SystemTime::now());
         }
@@ -667,7 +667,7 @@ mod tests {
         let mut got: Vec<(u64, bool)> = Vec::new();
         for o in with_sink.drain(..) {
             got.push((seq(&o), false));
-            f.on_ack(Ack::Delivered(o.ticket));
+            f.on_ack(Ack::Delivered(o.ticket, None));
         }
         // Live records keep coming while the backlog drains.
         let mut live = 60u64;
@@ -681,7 +681,7 @@ mod tests {
             assert_eq!(seq(&sent[0]), live - 1);
             for o in sent {
                 got.push((seq(&o), o.record.header(header::REPLAYED).is_some()));
-                f.on_ack(Ack::Delivered(o.ticket));
+                f.on_ack(Ack::Delivered(o.ticket, None));
             }
             if !f.pending() {
                 break;
@@ -736,7 +736,7 @@ mod tests {
         }
         let sent = take_all(&mut f, t0);
         assert_eq!(sent.len(), 3);
-        f.on_ack(Ack::Delivered(sent[1].ticket));
+        f.on_ack(Ack::Delivered(sent[1].ticket, None));
         assert_eq!(f.finish(), 0);
         let (mut s, rec) = Spool::open(mem, SpoolOptions::new(64 << 20, None)).unwrap();
         assert_eq!(rec.records, 4);
@@ -785,7 +785,7 @@ mod tests {
         let sent = take_all(&mut f, t0);
         assert_eq!(sent.len(), 2);
         assert!(!f.can_accept());
-        f.on_ack(Ack::Delivered(sent[0].ticket));
+        f.on_ack(Ack::Delivered(sent[0].ticket, None));
         assert!(f.can_accept());
         f.accept(sample(2, 10), t0);
         assert_eq!(f.finish(), 2);
@@ -849,7 +849,7 @@ mod tests {
                         let o = sink.remove(i % sink.len());
                         done.insert(seq(&o));
                         f.on_ack(if matches!(op, Op::Deliver(_)) {
-                            Ack::Delivered(o.ticket)
+                            Ack::Delivered(o.ticket, None)
                         } else {
                             Ack::Rejected(o.ticket, "refused".into())
                         });
@@ -876,7 +876,7 @@ mod tests {
                 pump(&mut f, &mut sink, now);
                 for o in sink.drain(..) {
                     done.insert(seq(&o));
-                    f.on_ack(Ack::Delivered(o.ticket));
+                    f.on_ack(Ack::Delivered(o.ticket, None));
                 }
                 if !f.pending() {
                     break;

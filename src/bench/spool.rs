@@ -147,7 +147,7 @@ fn healthy_hour_row() -> String {
         pending.retain(|(at, ticket)| {
             let due = *at <= now;
             if due {
-                fwd.on_ack(Ack::Delivered(*ticket));
+                fwd.on_ack(Ack::Delivered(*ticket, None));
             }
             !due
         });
@@ -189,7 +189,7 @@ fn drain_row(dir: &Path) -> std::io::Result<String> {
     let outage_end = start + Duration::from_secs(600) + Duration::from_secs(1);
     fwd.tick(outage_end, SystemTime::now());
     for t in held.drain(..) {
-        fwd.on_ack(Ack::Delivered(t));
+        fwd.on_ack(Ack::Delivered(t, None));
     }
     // The broker is back. Simulated time goes on from the outage's end at the wall clock's
     // pace.
@@ -209,7 +209,7 @@ fn drain_row(dir: &Path) -> std::io::Result<String> {
             if o.record.header(header::REPLAYED).is_some() {
                 replayed += 1;
             }
-            fwd.on_ack(Ack::Delivered(o.ticket));
+            fwd.on_ack(Ack::Delivered(o.ticket, None));
             sent += 1;
         }
         fwd.tick(now, SystemTime::now());

@@ -59,18 +59,20 @@ pub(crate) const REQUIRED: [&str; 5] = [
 pub(crate) struct RawSeqs(HashMap<String, u64>);
 
 impl RawSeqs {
-    fn peek(&self, device: &str) -> u64 {
+    /// The next sequence number of `device` (0 for a device not seen yet).
+    pub(super) fn peek(&self, device: &str) -> u64 {
         self.0.get(device).copied().unwrap_or(0)
     }
 
-    fn commit(&mut self, device: &str, seq: u64) {
+    /// `seq` was used: the next one is `seq + 1`.
+    pub(super) fn commit(&mut self, device: &str, seq: u64) {
         self.0.insert(device.to_string(), seq + 1);
     }
 }
 
 /// The reason for an image [`inspect`] refused: over a limit, not an image at all, or a
 /// broken one.
-fn refusal_reason(payload: &[u8], r: &Refusal) -> RejectReason {
+pub(super) fn refusal_reason(payload: &[u8], r: &Refusal) -> RejectReason {
     match r {
         Refusal::TooLarge(_) => RejectReason::FrameTooLarge,
         _ if payload.starts_with(&[0xFF, 0xD8]) || payload.starts_with(&inspect::PNG_SIGNATURE) => {
@@ -95,6 +97,67 @@ pub(crate) fn raw_frame_id(device: &str, image: &[u8]) -> uuid::Uuid {
     name.push(0);
     name.extend_from_slice(image);
     uuid::Uuid::new_v5(&RAW_FRAME_NAMESPACE, &name)
+}
+
+/// What the bridge writes about a raw image it forwards: the `content-type`,
+/// `edgecam.width`/`height`, `edgecam.codec` and `edgecam.quality` header values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sniffed {
+    /// `image/jpeg` or `image/png`.
+    pub content_type: &'static str,
+    /// Pixels.
+    pub width: u32,
+    /// Pixels.
+    pub height: u32,
+    /// `jpeg` or `png`.
+    pub codec: &'static str,
+    /// JPEG quality 1–100 (estimated from the DQT, or the one the encoder chose), `unknown`,
+    /// or `lossless` for PNG.
+    pub quality: String,
+}
+
+impl Sniffed {
+    /// The header values of an image as [`inspect`] found it.
+    pub(crate) fn of(s: &inspect::Inspected) -> Sniffed {
+        let (content_type, codec, quality) = match (s.format, s.quality) {
+            (inspect::Format::Png, _) => ("image/png", "png", "lossless".to_string()),
+            (inspect::Format::Jpeg, Some(q)) => ("image/jpeg", "jpeg", q.to_string()),
+            (inspect::Format::Jpeg, None) => ("image/jpeg", "jpeg", "unknown".to_string()),
+        };
+        Sniffed {
+            content_type,
+            width: s.width,
+            height: s.height,
+            codec,
+            quality,
+        }
+    }
+}
+
+/// The headers of a raw frame the bridge forwards (MQTT `raw` input or an HTTP upload), in
+/// edgecam's order: device, `seq`, `frame_id`, `captured_at` (`now`, RFC 3339 µs), then
+/// what [`Sniffed`] says.
+pub(crate) fn raw_headers(
+    device: &str,
+    seq: u64,
+    frame_id: uuid::Uuid,
+    now: SystemTime,
+    s: &Sniffed,
+) -> Vec<(HeaderName, String)> {
+    vec![
+        (header::DEVICE.into(), device.to_string()),
+        (header::SEQ.into(), seq.to_string()),
+        (header::FRAME_ID.into(), frame_id.to_string()),
+        (
+            header::CAPTURED_AT.into(),
+            humantime::format_rfc3339_micros(now).to_string(),
+        ),
+        (header::CONTENT_TYPE.into(), s.content_type.to_string()),
+        (header::WIDTH.into(), s.width.to_string()),
+        (header::HEIGHT.into(), s.height.to_string()),
+        (header::CODEC.into(), s.codec.to_string()),
+        (header::QUALITY.into(), s.quality.clone()),
+    ]
 }
 
 /// Converts one message. `topic` is the raw topic bytes (rumqttc does not check UTF-8 of
@@ -162,28 +225,13 @@ pub(crate) fn convert(
             let s = inspect::image(payload, limits)
                 .map_err(|r| reject(refusal_reason(payload, &r), r.to_string(), Some(device)))?;
             let seq = seqs.peek(device);
-            let (content_type, codec, quality) = match (s.format, s.quality) {
-                (inspect::Format::Png, _) => ("image/png", "png", "lossless".to_string()),
-                (inspect::Format::Jpeg, Some(q)) => ("image/jpeg", "jpeg", q.to_string()),
-                (inspect::Format::Jpeg, None) => ("image/jpeg", "jpeg", "unknown".to_string()),
-            };
-            let headers = vec![
-                (header::DEVICE.into(), device.to_string()),
-                (header::SEQ.into(), seq.to_string()),
-                (
-                    header::FRAME_ID.into(),
-                    raw_frame_id(device, &payload[..s.len]).to_string(),
-                ),
-                (
-                    header::CAPTURED_AT.into(),
-                    humantime::format_rfc3339_micros(now).to_string(),
-                ),
-                (header::CONTENT_TYPE.into(), content_type.to_string()),
-                (header::WIDTH.into(), s.width.to_string()),
-                (header::HEIGHT.into(), s.height.to_string()),
-                (header::CODEC.into(), codec.to_string()),
-                (header::QUALITY.into(), quality),
-            ];
+            let headers = raw_headers(
+                device,
+                seq,
+                raw_frame_id(device, &payload[..s.len]),
+                now,
+                &Sniffed::of(&s),
+            );
             let r = Record {
                 key: device.to_string(),
                 headers,
@@ -365,6 +413,26 @@ pub(crate) fn dead_letter(
     payload: &Bytes,
     max_bytes: usize,
 ) -> Record {
+    dead_letter_from(
+        rejection,
+        super::MQTT_TOPIC_HEADER,
+        topic,
+        properties,
+        payload,
+        max_bytes,
+    )
+}
+
+/// [`dead_letter`] with the origin in header `origin_header` (`edgecam.mqtt_topic` for an
+/// MQTT message, `edgecam.http_path` for an upload) instead of the MQTT topic's.
+pub(crate) fn dead_letter_from(
+    rejection: &Rejection,
+    origin_header: &'static str,
+    topic: &[u8],
+    properties: Option<&PublishProperties>,
+    payload: &Bytes,
+    max_bytes: usize,
+) -> Record {
     let mut topic_text = String::from_utf8_lossy(topic).into_owned();
     // Keep the header small enough for any budget.
     truncate_chars(&mut topic_text, 1024);
@@ -375,7 +443,7 @@ pub(crate) fn dead_letter(
             HeaderName::Borrowed(super::REASON_HEADER),
             rejection.reason.as_str().to_string(),
         ),
-        (HeaderName::Borrowed(super::MQTT_TOPIC_HEADER), topic_text),
+        (HeaderName::Borrowed(origin_header), topic_text),
         (HeaderName::Borrowed(super::DETAIL_HEADER), detail),
         (
             HeaderName::Borrowed(super::PAYLOAD_BYTES_HEADER),

@@ -37,6 +37,11 @@ pub enum RejectReason {
     InvalidUtf8,
     /// Kafka refused the record permanently as malformed or too large for the cluster.
     DeliveryRejected,
+    /// An upload's `{device}` path segment is not a device id (empty, longer than 128, or
+    /// characters outside `A-Z a-z 0-9 . _ -`).
+    InvalidDeviceId,
+    /// A `multipart/form-data` upload that is malformed or has not exactly one `file` field.
+    InvalidMultipart,
 }
 
 impl RejectReason {
@@ -53,6 +58,8 @@ impl RejectReason {
             RejectReason::InvalidProperties => "invalid_properties",
             RejectReason::InvalidUtf8 => "invalid_utf8",
             RejectReason::DeliveryRejected => "delivery_rejected",
+            RejectReason::InvalidDeviceId => "invalid_device_id",
+            RejectReason::InvalidMultipart => "invalid_multipart",
         }
     }
 }
@@ -62,7 +69,7 @@ impl RejectReason {
 pub struct BridgeMetrics {
     /// Messages taken from the broker (QoS 0 and 1; a redelivered message counts again).
     pub received: AtomicU64,
-    /// Records Kafka confirmed in `kafka.topic`.
+    /// Records Kafka confirmed in `kafka.topic` (MQTT messages and uploads).
     pub forwarded: AtomicU64,
     /// Bytes of those records (whole record, as [`crate::record::record_size`] counts).
     pub forwarded_bytes: AtomicU64,
@@ -94,6 +101,10 @@ pub struct BridgeMetrics {
     /// Wall-clock time of the last record Kafka confirmed, ms since the Unix epoch (0 =
     /// none yet).
     pub last_forward_unix_ms: AtomicU64,
+    /// Uploads whose image was decoded and re-encoded to fit `bridge.max_message_bytes`
+    /// (counted once stored).
+    pub uploads_fitted: AtomicU64,
+    uploads: Mutex<BTreeMap<UploadOutcome, u64>>,
     rejected: Mutex<BTreeMap<RejectReason, u64>>,
     devices: Mutex<BTreeMap<String, u64>>,
     last_error: Mutex<Option<String>>,
@@ -104,7 +115,62 @@ pub struct BridgeMetrics {
 /// bound.
 pub const MAX_DEVICES: usize = 256;
 
+/// How an upload (`POST /v1/frames/{device}`) ended, as counted in
+/// [`BridgeMetrics::uploads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UploadOutcome {
+    /// `201`: Kafka confirmed the record in `kafka.topic`.
+    Stored,
+    /// `4xx`: the upload cannot become a frame record (the reason is counted under
+    /// [`RejectReason`] too, and dead-lettered when `bridge.dead_letter_topic` is set).
+    Rejected,
+    /// `401`: no bearer token, or the wrong one.
+    Unauthorized,
+    /// `413`: the body is over `bridge.http.max_body_bytes`.
+    BodyTooLarge,
+    /// `429`: the device is over `bridge.http.per_device_per_sec`.
+    RateLimited,
+    /// `503`: no delivery report within `bridge.http.timeout_ms` (Kafka down or slow, or
+    /// every upload slot busy), or the bridge is stopping.
+    Unavailable,
+}
+
+impl UploadOutcome {
+    /// The `outcome` label value: `stored`, `rejected`, `unauthorized`, `body_too_large`,
+    /// `rate_limited`, `unavailable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadOutcome::Stored => "stored",
+            UploadOutcome::Rejected => "rejected",
+            UploadOutcome::Unauthorized => "unauthorized",
+            UploadOutcome::BodyTooLarge => "body_too_large",
+            UploadOutcome::RateLimited => "rate_limited",
+            UploadOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 impl BridgeMetrics {
+    /// Counts one finished upload.
+    pub fn count_upload(&self, outcome: UploadOutcome) {
+        *self.uploads.lock().unwrap().entry(outcome).or_default() += 1;
+    }
+
+    /// Uploads so far, by outcome.
+    pub fn uploads(&self) -> BTreeMap<UploadOutcome, u64> {
+        self.uploads.lock().unwrap().clone()
+    }
+
+    /// Uploads of one outcome.
+    pub fn uploads_for(&self, outcome: UploadOutcome) -> u64 {
+        self.uploads
+            .lock()
+            .unwrap()
+            .get(&outcome)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Counts one rejected message.
     pub fn reject(&self, reason: RejectReason) {
         *self.rejected.lock().unwrap().entry(reason).or_default() += 1;
@@ -171,6 +237,19 @@ impl BridgeMetrics {
         );
         for (reason, n) in self.rejected() {
             let _ = writeln!(s, "  rejected {}: {}", reason.as_str(), n);
+        }
+        let uploads = self.uploads();
+        if !uploads.is_empty() {
+            let by: Vec<String> = uploads
+                .iter()
+                .map(|(o, n)| format!("{} {n}", o.as_str()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "uploads: {} ({} fitted to the budget)",
+                by.join(", "),
+                self.uploads_fitted.load(Relaxed)
+            );
         }
         let _ = writeln!(
             s,

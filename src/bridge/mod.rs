@@ -13,10 +13,16 @@
 //!   ([`crate::mqtt::properties_to_headers`]).
 //! * `raw`: foreign payloads (an ESP32-CAM publishing bare JPEG, MQTT 3.1.1 or 5). The bridge
 //!   writes the edgecam headers itself: `edgecam.device` from the topic, `edgecam.seq`
-//!   counted per device from 0 at bridge start, `edgecam.frame_id` (UUIDv7),
+//!   counted per device from 0 at bridge start, `edgecam.frame_id` (UUIDv5 of device and
+//!   image, so a redelivered message keeps its id),
 //!   `edgecam.captured_at` (receive time), and `content-type`, `edgecam.width`/`height`,
 //!   `edgecam.codec`, `edgecam.quality` sniffed from the JPEG (SOF, DQT estimate or
 //!   `unknown`) or PNG (IHDR, `lossless`).
+//!
+//! Besides MQTT, `[bridge.http]` takes frames uploaded over HTTP ([`upload`]): checked as
+//! `raw` input, fitted under the budget when larger, and given the same headers; they share
+//! the Kafka sink, the per-device sequence numbers and the in-flight bound with MQTT input,
+//! and each upload is answered once Kafka's delivery report is in.
 //!
 //! The record key is the device id, so one device's frames stay in one partition, in the
 //! order they arrived (the producer is idempotent; a record sent again after a failed
@@ -59,11 +65,14 @@ mod acks;
 pub mod config;
 pub(crate) mod input;
 mod metrics;
+pub mod upload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use crate::sink::kafka::{KafkaSink, KafkaSinkError, SinkReport};
 use crate::sink::{Ack, AckTx, Destination, Outgoing};
@@ -76,10 +85,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern};
-pub use metrics::{BridgeMetrics, RejectReason};
+pub use metrics::{BridgeMetrics, RejectReason, UploadOutcome};
 
 use acks::AckLedger;
 use input::{Input, RawSeqs, Record, Rejection};
+use upload::{UploadKind, UploadRequest, UploadResult};
 
 /// Dead-letter header: the [`RejectReason`] name, e.g. `over_budget`.
 pub const REASON_HEADER: &str = "edgecam.reason";
@@ -129,7 +139,7 @@ pub enum BridgeError {
 pub struct BridgeReport {
     /// Messages taken from the broker (redeliveries count again).
     pub received: u64,
-    /// Records delivered to `kafka.topic`.
+    /// Records delivered to `kafka.topic` (from MQTT messages and from uploads).
     pub forwarded: u64,
     /// Records delivered to the dead-letter topic.
     pub dead_lettered: u64,
@@ -177,6 +187,25 @@ pub async fn run(
         .await
         .map_err(BridgeError::Http)?;
     }
+    let (uploads, upload_server) = match cfg.bridge.http.listen {
+        Some(addr) => {
+            let (tx, rx) = mpsc::channel(cfg.bridge.http.max_concurrent.get());
+            let server = upload::serve(
+                addr,
+                &cfg.bridge.http,
+                tx,
+                cfg.kafka.topic.as_str(),
+                max_bytes as usize,
+                cfg.limits.limits(),
+                metrics.clone(),
+                http_stop.clone(),
+            )
+            .await
+            .map_err(BridgeError::Http)?;
+            (Some(rx), Some(server))
+        }
+        None => (None, None),
+    };
     let producer_config = cfg.kafka.producer_config(max_bytes);
     if let Some(partitions) = cfg.kafka.create_topic_partitions {
         let mut topics = vec![cfg.kafka.topic.as_str()];
@@ -277,7 +306,7 @@ pub async fn run(
         conn_rx,
         shutdown: stop,
     };
-    let undelivered = fwd.run(rx, ack_rx, sink, &draining).await;
+    let undelivered = fwd.run(rx, uploads, ack_rx, sink, &draining).await;
 
     // Acknowledge what was delivered, then disconnect (after the PUBACKs: same queue).
     let deadline = Instant::now() + DISCONNECT_TIMEOUT;
@@ -304,6 +333,19 @@ pub async fn run(
     {
         tracing::warn!("MQTT disconnect did not complete in time; closing the connection");
         mqtt_task.abort();
+    }
+    // Let the upload server write the answers the drain produced (201s for what was
+    // delivered; 503 for uploads still waiting, now that the forwarder is gone) before the
+    // process may exit.
+    http_stop.cancel();
+    if let Some(mut server) = upload_server {
+        if tokio::time::timeout_at(deadline, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("upload connections still open at the end of shutdown; closing them");
+            server.abort();
+        }
     }
 
     let report = BridgeReport {
@@ -531,8 +573,54 @@ struct Pending {
     size: usize,
     /// The device, when known (the record's key).
     device: Option<String>,
-    /// The message, to build a dead letter from.
-    publish: Publish,
+    /// Where the record came from, to build a dead letter from and to answer.
+    origin: Origin,
+}
+
+/// Where a record came from.
+enum Origin {
+    /// An MQTT message.
+    Mqtt(Publish),
+    /// An HTTP upload ([`upload`]).
+    Upload(UploadSlot),
+}
+
+/// An upload in the forwarder: what its dead letter needs, and its answer.
+struct UploadSlot {
+    /// The request path (`edgecam.http_path` of a dead letter).
+    path: String,
+    /// The image (the dead letter's value).
+    payload: Bytes,
+    /// Where the answer goes (the client may have given up: then nobody listens).
+    reply: Option<tokio::sync::oneshot::Sender<UploadResult>>,
+    /// Set once rejected: what the answer says after the dead letter's delivery report.
+    rejection: Option<(RejectReason, String)>,
+    /// The image was re-encoded to fit the budget.
+    fitted: bool,
+    /// `edgecam.seq` of the record.
+    seq: u64,
+}
+
+impl UploadSlot {
+    fn answer(&mut self, result: UploadResult) {
+        if let Some(tx) = self.reply.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Answers "refused" with the rejection recorded, or `fallback`.
+    fn refuse(&mut self, fallback: (RejectReason, String)) {
+        let (reason, detail) = self.rejection.take().unwrap_or(fallback);
+        self.answer(UploadResult::Refused { reason, detail });
+    }
+}
+
+/// The next message of an optional channel; never resolves for `None`.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The bridge's middle: converts messages into records for the Kafka sink, tracks one slot
@@ -568,6 +656,7 @@ impl Forwarder {
     async fn run(
         &mut self,
         mut rx: mpsc::Receiver<Incoming>,
+        mut uploads: Option<mpsc::Receiver<UploadRequest>>,
         mut sink_acks: mpsc::UnboundedReceiver<Ack>,
         mut sink: tokio::task::JoinHandle<SinkReport>,
         draining: &CancellationToken,
@@ -598,6 +687,10 @@ impl Forwarder {
                         tracing::error!("the MQTT connection task ended; stopping");
                         self.shutdown.cancel();
                     }
+                },
+                req = recv_opt(&mut uploads), if can_take && uploads.is_some() => match req {
+                    Some(r) => self.on_upload(r).await,
+                    None => uploads = None,
                 },
                 _ = self.shutdown.cancelled(), if !draining.is_cancelled() => {}
                 _ = &mut sink => {
@@ -644,53 +737,139 @@ impl Forwarder {
         ) {
             Ok(record) => {
                 self.metrics.count_device(&record.key);
-                self.send(slot, Destination::Frames, record, p).await
+                self.send(slot, Destination::Frames, record, Origin::Mqtt(p))
+                    .await
             }
             Err(rejection) => {
                 if let Some(d) = &rejection.device {
                     self.metrics.count_device(d);
                 }
-                self.reject(slot, rejection, p).await
+                self.reject(slot, rejection, Origin::Mqtt(p)).await
             }
         }
     }
 
-    /// Counts a rejected message and dead-letters it (or finishes its slot).
-    async fn reject(&mut self, slot: u64, rejection: Rejection, publish: Publish) {
+    /// One upload: a checked frame gets its sequence number and goes to the sink; bad input
+    /// is rejected (dead-lettered). Its slot is in the ledger with nothing to acknowledge, so
+    /// it counts against `kafka.max_in_flight` and is waited for at shutdown like a message.
+    async fn on_upload(&mut self, req: UploadRequest) {
+        let slot = self.ledger.push(None);
+        match req.kind {
+            UploadKind::Frame(p) => {
+                self.metrics.count_device(&p.device);
+                let seq = self.seqs.peek(&p.device);
+                let record = Record {
+                    key: p.device.clone(),
+                    headers: input::raw_headers(
+                        &p.device,
+                        seq,
+                        p.frame_id,
+                        p.received_at,
+                        &p.sniffed,
+                    ),
+                    value: p.image.clone(),
+                };
+                let size = record.wire_size();
+                let origin = Origin::Upload(UploadSlot {
+                    path: format!("/v1/frames/{}", p.device),
+                    payload: p.image,
+                    reply: Some(req.reply),
+                    rejection: None,
+                    fitted: p.fitted,
+                    seq,
+                });
+                if size > self.max_bytes {
+                    let rejection = Rejection {
+                        reason: RejectReason::OverBudget,
+                        detail: format!(
+                            "record of {size} bytes exceeds bridge.max_message_bytes ({})",
+                            self.max_bytes
+                        ),
+                        device: Some(p.device),
+                    };
+                    self.reject(slot, rejection, origin).await;
+                    return;
+                }
+                self.seqs.commit(&p.device, seq);
+                self.send(slot, Destination::Frames, record, origin).await
+            }
+            UploadKind::Rejected {
+                rejection,
+                path,
+                payload,
+            } => {
+                if let Some(d) = &rejection.device {
+                    self.metrics.count_device(d);
+                }
+                let origin = Origin::Upload(UploadSlot {
+                    path,
+                    payload,
+                    reply: Some(req.reply),
+                    rejection: None,
+                    fitted: false,
+                    seq: 0,
+                });
+                self.reject(slot, rejection, origin).await
+            }
+        }
+    }
+
+    /// Counts a rejected message or upload and dead-letters it (or finishes its slot and,
+    /// for an upload, answers at once).
+    async fn reject(&mut self, slot: u64, rejection: Rejection, origin: Origin) {
         self.metrics.reject(rejection.reason);
         if let Some(suppressed) = self.warnings.allow(std::time::Instant::now()) {
+            let from = match &origin {
+                Origin::Mqtt(p) => format!("mqtt {}", String::from_utf8_lossy(&p.topic)),
+                Origin::Upload(u) => format!("http {}", u.path),
+            };
             tracing::warn!(
                 reason = rejection.reason.as_str(),
-                topic = %String::from_utf8_lossy(&publish.topic),
+                from = %from,
                 detail = %rejection.detail,
                 suppressed,
                 "message rejected"
             );
         }
-        if !self.dead_letter {
+        let record = match &origin {
+            _ if !self.dead_letter => None,
+            Origin::Mqtt(p) => Some(input::dead_letter(
+                &rejection,
+                &p.topic,
+                p.properties.as_ref(),
+                &p.payload,
+                self.max_bytes,
+            )),
+            Origin::Upload(u) => Some(input::dead_letter_from(
+                &rejection,
+                upload::HTTP_PATH_HEADER,
+                u.path.as_bytes(),
+                None,
+                &u.payload,
+                self.max_bytes,
+            )),
+        };
+        let origin = match origin {
+            Origin::Upload(mut u) => {
+                u.rejection = Some((rejection.reason, rejection.detail));
+                Origin::Upload(u)
+            }
+            o => o,
+        };
+        let Some(record) = record else {
             self.metrics.discarded.fetch_add(1, Relaxed);
+            if let Origin::Upload(mut u) = origin {
+                u.refuse((RejectReason::DeliveryRejected, String::new()));
+            }
             self.finish(slot);
             return;
-        }
-        let record = input::dead_letter(
-            &rejection,
-            &publish.topic,
-            publish.properties.as_ref(),
-            &publish.payload,
-            self.max_bytes,
-        );
-        self.send(slot, Destination::Errors, record, publish).await;
+        };
+        self.send(slot, Destination::Errors, record, origin).await;
     }
 
     /// Hands `record` to the sink as slot `slot`'s ticket. When the sink is stopping, the
     /// message stays unhandled (and unacknowledged).
-    async fn send(
-        &mut self,
-        slot: u64,
-        destination: Destination,
-        record: Record,
-        publish: Publish,
-    ) {
+    async fn send(&mut self, slot: u64, destination: Destination, record: Record, origin: Origin) {
         let Some(sink) = &self.sink else {
             return;
         };
@@ -700,7 +879,7 @@ impl Forwarder {
                 destination,
                 size: record.wire_size(),
                 device: record.kafka_key().map(|_| record.key.clone()),
-                publish,
+                origin,
             },
         );
         let out = Outgoing {
@@ -718,11 +897,11 @@ impl Forwarder {
 
     /// The sink's report on one record.
     async fn on_ack(&mut self, ack: Ack) {
-        let Some(p) = self.pending.remove(&ack.ticket()) else {
+        let Some(mut p) = self.pending.remove(&ack.ticket()) else {
             return;
         };
         match (ack, p.destination) {
-            (Ack::Delivered(slot), Destination::Frames) => {
+            (Ack::Delivered(slot, at), Destination::Frames) => {
                 self.metrics
                     .last_forward_unix_ms
                     .store(crate::metrics::unix_ms_now(), Relaxed);
@@ -730,10 +909,22 @@ impl Forwarder {
                 self.metrics
                     .forwarded_bytes
                     .fetch_add(p.size as u64, Relaxed);
+                if let Origin::Upload(u) = &mut p.origin {
+                    if u.fitted {
+                        self.metrics.uploads_fitted.fetch_add(1, Relaxed);
+                    }
+                    u.answer(UploadResult::Stored {
+                        position: at,
+                        seq: u.seq,
+                    });
+                }
                 self.finish(slot);
             }
-            (Ack::Delivered(slot), Destination::Errors) => {
+            (Ack::Delivered(slot, _), Destination::Errors) => {
                 self.metrics.dead_lettered.fetch_add(1, Relaxed);
+                if let Origin::Upload(u) = &mut p.origin {
+                    u.refuse((RejectReason::DeliveryRejected, String::new()));
+                }
                 self.finish(slot);
             }
             (Ack::Rejected(slot, why), Destination::Frames) => {
@@ -742,13 +933,16 @@ impl Forwarder {
                     detail: format!("Kafka refused the record: {why}"),
                     device: p.device,
                 };
-                self.reject(slot, rejection, p.publish).await;
+                self.reject(slot, rejection, p.origin).await;
             }
             (Ack::Rejected(slot, why), Destination::Errors) => {
                 tracing::error!(error = %why, "Kafka refused the dead letter; message dropped");
                 self.metrics
                     .set_last_error(format!("dead letter refused: {why}"));
                 self.metrics.discarded.fetch_add(1, Relaxed);
+                if let Origin::Upload(u) = &mut p.origin {
+                    u.refuse((RejectReason::DeliveryRejected, why));
+                }
                 self.finish(slot);
             }
         }

@@ -2,12 +2,17 @@
 //! file also has `[mqtt]` (the broker it subscribes to) and `[kafka]` (where frames go), with
 //! the same rules as the agent's, in [`super::mqtt`] and [`super::kafka`].
 
+use std::net::SocketAddr;
+
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
 use super::kafka::KafkaConfig;
 use super::mqtt::MqttConfig;
-use super::types::{Budget, DeviceId, GraceMs, Qos, TopicName};
+use super::secret::Secret;
+use super::types::{
+    BodyBytes, Budget, Concurrency, DeviceId, GraceMs, PerSec, Qos, TopicName, WaitMs,
+};
 
 /// A whole bridge configuration: `[bridge]`, `[mqtt]`, `[kafka]`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -53,6 +58,69 @@ pub struct BridgeConfig {
     /// What to subscribe to, at least one `[[bridge.inputs]]`.
     #[serde(default)]
     pub inputs: Vec<InputConfig>,
+    /// `[bridge.http]`: frames uploaded over HTTP (`POST /v1/frames/{device}`). Off unless
+    /// `listen` is set.
+    #[serde(default)]
+    pub http: UploadConfig,
+}
+
+/// `[bridge.http]`: the upload endpoint (see [`crate::bridge::upload`]).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Address and port to accept uploads on, e.g. `"0.0.0.0:8080"`. Unset (the default): no
+    /// upload endpoint. Must differ from `http.listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Bearer token every upload must send (`Authorization: Bearer <token>`), a secret:
+    /// inline, `{ file = "…" }` or `{ credential = "…" }`. Unset: no authentication (for a
+    /// closed network only). Never logged; `check-config` shows it redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// Largest request body accepted, bytes, 1,024–1,073,741,824. Default 20 MiB
+    /// (20,971,520). A larger body is refused with `413` before it is read.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: BodyBytes,
+    /// Uploads handled at once (body read, checked, fitted, waiting for Kafka), 1–10,000.
+    /// Default 16. Further uploads wait for a turn (within `timeout_ms`, else `503`).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: Concurrency,
+    /// Uploads accepted per device per second, 1–1,000,000; more get `429` with
+    /// `Retry-After`. Unset (the default): no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_device_per_sec: Option<PerSec>,
+    /// How long one upload waits for its turn and for Kafka's delivery report,
+    /// milliseconds, 100–600,000. Default 10,000. Past it the client gets `503` with
+    /// `Retry-After` (the record may still be delivered later: the same upload sent again
+    /// gets the same `edgecam.frame_id`).
+    #[serde(default = "default_upload_timeout_ms")]
+    pub timeout_ms: WaitMs,
+}
+
+/// `bridge.http.max_body_bytes` default: 20 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 20 << 20;
+
+fn default_max_body_bytes() -> BodyBytes {
+    BodyBytes::new(DEFAULT_MAX_BODY_BYTES).expect("in range")
+}
+fn default_max_concurrent() -> Concurrency {
+    Concurrency::new(16).expect("in range")
+}
+fn default_upload_timeout_ms() -> WaitMs {
+    WaitMs::new(10_000).expect("in range")
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            listen: None,
+            token: None,
+            max_body_bytes: default_max_body_bytes(),
+            max_concurrent: default_max_concurrent(),
+            per_device_per_sec: None,
+            timeout_ms: default_upload_timeout_ms(),
+        }
+    }
 }
 
 fn default_max_message_bytes() -> Budget {
@@ -259,6 +327,35 @@ impl BridgeFile {
                     format!("must differ from kafka.topic (both are {:?})", dl.as_str()),
                 ));
             }
+        }
+        if let (Some(up), Some(http)) = (b.http.listen, self.http.listen) {
+            if up == http {
+                return Err(invalid(
+                    "bridge.http.listen",
+                    format!(
+                        "must differ from http.listen (both are {up}): uploads and /metrics \
+                         are served by two servers"
+                    ),
+                ));
+            }
+        }
+        if b.http
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
+            return Err(invalid(
+                "bridge.http.token",
+                "must not be empty or blank: a client sending `Authorization: Bearer ` would \
+                 match it",
+            ));
+        }
+        if b.http.token.is_some() && b.http.listen.is_none() {
+            return Err(invalid(
+                "bridge.http.token",
+                "is set but bridge.http.listen is not, so there is no upload endpoint to \
+                 protect; set bridge.http.listen or remove the token",
+            ));
         }
         self.mqtt.check(super::mqtt::MqttUser::Bridge)?;
         self.kafka.check(super::kafka::KafkaUser::Bridge {

@@ -41,7 +41,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use bridge::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern};
+pub use bridge::{BridgeConfig, BridgeFile, InputConfig, InputFormat, TopicPattern, UploadConfig};
 pub use encode::{Codec, EncodeConfig, TransformConfig, DEFAULT_MAX_MESSAGE_BYTES};
 pub use env::ENV_PREFIX;
 pub use error::{ConfigError, Origin};
@@ -430,7 +430,14 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
     };
 
     let bridge = match f.bridge {
-        Some(bridge) => {
+        Some(mut bridge) => {
+            if let Some(t) = bridge.http.token.as_mut() {
+                t.resolve(
+                    "bridge.http.token",
+                    &cx.base,
+                    cx.env.credentials_directory.as_deref(),
+                )?;
+            }
             let file = BridgeFile {
                 bridge,
                 mqtt: mqtt.clone().ok_or(ConfigError::Missing {

@@ -190,6 +190,23 @@ bounded!(
     TimeoutMs(u32), 1, i32::MAX as u32, "milliseconds"
 );
 bounded!(
+    /// Bytes of one HTTP request body, 1,024–1,073,741,824 (`bridge.http.max_body_bytes`).
+    BodyBytes(usize), 1024, 1 << 30, "bytes"
+);
+bounded!(
+    /// HTTP requests handled at once, 1–10,000 (`bridge.http.max_concurrent`).
+    Concurrency(usize), 1, 10_000, "requests"
+);
+bounded!(
+    /// Uploads per device per second, 1–1,000,000 (`bridge.http.per_device_per_sec`).
+    PerSec(u32), 1, 1_000_000, "uploads per second"
+);
+bounded!(
+    /// How long an upload waits for Kafka's delivery report, milliseconds, 100–600,000
+    /// (`bridge.http.timeout_ms`).
+    WaitMs(u64), 100, 600_000, "milliseconds"
+);
+bounded!(
     /// Partitions of a topic edgecam creates, 1–2,147,483,647 (Kafka's int32).
     Partitions(u32), 1, i32::MAX as u32, "partitions"
 );

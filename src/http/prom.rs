@@ -290,6 +290,20 @@ impl Collector for BridgeCollector {
             "reason",
             rejected.iter().map(|(r, n)| (r.as_str(), *n)),
         )?;
+        let uploads = m.uploads();
+        counters_by(
+            &mut e,
+            "bridge_uploads",
+            "HTTP uploads (POST /v1/frames/{device}) by outcome",
+            "outcome",
+            uploads.iter().map(|(o, n)| (o.as_str(), *n)),
+        )?;
+        counter(
+            &mut e,
+            "bridge_uploads_fitted",
+            "Stored uploads that were re-encoded to fit bridge.max_message_bytes",
+            c(&m.uploads_fitted),
+        )?;
         counter(
             &mut e,
             "bridge_messages_acked",

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Destination, Outgoing, SinkMetrics};
+use super::{Destination, Outgoing, Position, SinkMetrics};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
@@ -275,9 +275,10 @@ pub struct SinkReport {
     pub undelivered: u64,
 }
 
-/// A record waiting for its delivery report, or (`Err(None)`) for its slow retry.
+/// A record waiting for its delivery report (where Kafka stored it, or the error), or
+/// (`Err(None)`) for its slow retry.
 type InFlight = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Outgoing, Result<(), Option<KafkaError>>)> + Send>,
+    Box<dyn std::future::Future<Output = (Outgoing, Result<Position, Option<KafkaError>>)> + Send>,
 >;
 
 /// `out`, handed back after `delay` for sending again.
@@ -438,7 +439,10 @@ impl KafkaSink {
                 Ok(fut) => {
                     return Ok(Some(Box::pin(async move {
                         let r = match fut.await {
-                            Ok(Ok(_delivery)) => Ok(()),
+                            Ok(Ok(d)) => Ok(Position {
+                                partition: d.partition,
+                                offset: d.offset,
+                            }),
                             Ok(Err((e, _msg))) => Err(Some(e)),
                             Err(_canceled) => Err(Some(KafkaError::Canceled)),
                         };
@@ -475,10 +479,10 @@ impl KafkaSink {
         }
     }
 
-    fn on_delivered(&self, out: &Outgoing, report: &mut SinkReport) {
+    fn on_delivered(&self, out: &Outgoing, at: Position, report: &mut SinkReport) {
         let topic = self.topic_for(out.destination).unwrap_or_default();
         *report.delivered.entry(topic.to_string()).or_default() += 1;
-        self.acks.delivered(out);
+        self.acks.delivered(out, Some(at));
         self.metrics.delivered(out);
     }
 
@@ -511,7 +515,7 @@ impl KafkaSink {
             let can_take = input_open && in_flight.len() < self.max_in_flight;
             // What the select! below decided, acted on after it (the sink is borrowed there).
             enum Next {
-                Report(Outgoing, Result<(), Option<KafkaError>>),
+                Report(Outgoing, Result<Position, Option<KafkaError>>),
                 Input(Option<Outgoing>),
                 Deadline,
             }
@@ -522,8 +526,8 @@ impl KafkaSink {
                 _ = deadline.reached() => Next::Deadline,
             };
             let to_send = match next {
-                Next::Report(out, Ok(())) => {
-                    self.on_delivered(&out, &mut report);
+                Next::Report(out, Ok(at)) => {
+                    self.on_delivered(&out, at, &mut report);
                     None
                 }
                 // A slow retry is due.

@@ -29,11 +29,21 @@ pub struct Outgoing {
     pub ticket: u64,
 }
 
+/// Where Kafka stored a delivered record, from its delivery report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The partition (0-based).
+    pub partition: i32,
+    /// The record's offset in that partition.
+    pub offset: i64,
+}
+
 /// What became of one record a sink was given, by [`Outgoing::ticket`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ack {
-    /// The broker acknowledged it (Kafka delivery report, MQTT PUBACK, or sent at QoS 0).
-    Delivered(u64),
+    /// The broker acknowledged it (Kafka delivery report, MQTT PUBACK, or sent at QoS 0),
+    /// with where Kafka stored it (`None` from the MQTT sink, which has no such thing).
+    Delivered(u64, Option<Position>),
     /// It can never be delivered: the broker or client refused the record itself (too
     /// large, malformed) or it has no destination. The text says why (the broker's or
     /// client's error), for logs and the bridge's dead letter. The sink has counted it
@@ -45,7 +55,7 @@ impl Ack {
     /// The record's [`Outgoing::ticket`].
     pub fn ticket(&self) -> u64 {
         match self {
-            Ack::Delivered(t) | Ack::Rejected(t, _) => *t,
+            Ack::Delivered(t, _) | Ack::Rejected(t, _) => *t,
         }
     }
 }
@@ -120,10 +130,10 @@ impl AckTx {
         self.0.is_some()
     }
 
-    /// Reports `out` delivered.
-    pub fn delivered(&self, out: &Outgoing) {
+    /// Reports `out` delivered, stored at `at` when the sink knows where.
+    pub fn delivered(&self, out: &Outgoing, at: Option<Position>) {
         if let Some(tx) = &self.0 {
-            let _ = tx.send(Ack::Delivered(out.ticket));
+            let _ = tx.send(Ack::Delivered(out.ticket, at));
         }
     }
 

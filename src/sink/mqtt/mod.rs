@@ -316,7 +316,7 @@ impl MqttSink {
     fn delivered(&self, out: &Outgoing, report: &mut SinkReport) {
         *report.delivered.entry(self.topic.clone()).or_default() += 1;
         super::count_delivered(out, &self.metrics);
-        self.acks.delivered(out);
+        self.acks.delivered(out, None);
     }
 
     /// Publishes everything received on `rx` until it closes and every frame is
