@@ -11,7 +11,7 @@ pub mod mjpeg;
 mod pace;
 pub mod synthetic;
 
-pub use pace::Pacer;
+pub use pace::{Pacer, RateLimit};
 
 /// Why a source could not open or could not deliver a frame.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,15 @@ pub trait Source: Send {
     /// itself): the change then needs a restart.
     fn set_fps(&mut self, fps: f64) -> bool {
         let _ = fps;
+        false
+    }
+
+    /// `true` when this source runs at its own rate, which edgecam cannot set (a child
+    /// process such as `rpicam-vid`): the pipeline then keeps `source.fps` by discarding
+    /// surplus frames ([`RateLimit`], counted as `fps_limit`), and applies a live change of
+    /// `source.fps` the same way. `false` (the default): the source paces itself or has its
+    /// rate set at open ([`Source::set_fps`]).
+    fn paced_by_dropping(&self) -> bool {
         false
     }
 
