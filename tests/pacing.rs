@@ -69,6 +69,16 @@ fn frames_field(stderr: &str, word: &str) -> u64 {
     w[i + 1].parse().unwrap()
 }
 
+/// The agent, killed if the test fails before it ends (its child would wait for ever).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn capture_times(recs: &[common::Rec]) -> Vec<SystemTime> {
     let mut t: Vec<SystemTime> = recs
         .iter()
@@ -169,7 +179,7 @@ fn sighup_changes_the_fps_of_a_child_process_live() {
         go = go.display()
     );
     let cfg = config(dir.path(), &cluster.bootstrap_servers(), &topic, &script, 1);
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env("STATE_DIRECTORY", common::state_dir())
         .env("RUST_LOG", "info")
         .args(["run", "--config"])
@@ -178,8 +188,9 @@ fn sighup_changes_the_fps_of_a_child_process_live() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
     let (tx, rx) = mpsc::channel::<String>();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
         for line in stderr.lines().map_while(Result::ok) {
@@ -209,14 +220,14 @@ fn sighup_changes_the_fps_of_a_child_process_live() {
     )
     .unwrap();
     let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     wait_for("SIGHUP: applying live");
     let released = SystemTime::now();
     std::fs::write(&go, b"").unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     let stderr = reader.join().unwrap();
     assert!(status.success(), "{stderr}");
 

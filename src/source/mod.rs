@@ -97,8 +97,9 @@ pub trait Source: Send {
 
     /// Changes the pace to `fps` frames per second (0 = as fast as possible) from the next
     /// frame on, without reopening. Returns `false` when this source cannot change its rate
-    /// live (a camera's rate is negotiated with the driver at open; a child process paces
-    /// itself): the change then needs a restart.
+    /// live (a camera's rate is negotiated with the driver at open): the change then needs a
+    /// restart. A child process returns `false` too, but the pipeline never asks it: it is
+    /// thinned instead ([`Source::paced_by_dropping`]).
     fn set_fps(&mut self, fps: f64) -> bool {
         let _ = fps;
         false
