@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Why a frame was not published. Every drop is counted under one of these.
+/// Why a frame was not published. Every drop is counted under one of these. All but the
+/// intentional discards ([`DropReason::is_intentional`]) are frames lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
     /// The queue before the encoder was full; the oldest waiting frame made room
@@ -37,9 +38,12 @@ pub enum DropReason {
     SpoolCorrupt,
     /// The spool could not write it (a full disk, an I/O error) and memory was full too.
     SpoolWriteFailed,
-    /// `[gate]`: the scene did not change (no motion, outside the rolls, no heartbeat due).
-    /// Intentional, not a loss.
+    /// Intentional: `[gate]` found the scene unchanged (no motion, outside the rolls, no
+    /// heartbeat due), and the frame was not published on purpose.
     Unchanged,
+    /// Intentional: a source that runs at its own rate (a child process) gave a frame sooner
+    /// than `source.fps` allows, and the surplus frame was discarded on purpose.
+    FpsLimit,
 }
 
 impl DropReason {
@@ -60,7 +64,14 @@ impl DropReason {
             DropReason::SpoolCorrupt => "spool_corrupt",
             DropReason::SpoolWriteFailed => "spool_write_failed",
             DropReason::Unchanged => "unchanged",
+            DropReason::FpsLimit => "fps_limit",
         }
+    }
+
+    /// `true` for a frame discarded on purpose (`fps_limit`, `unchanged`), not lost: not an error, not
+    /// counted in [`Metrics::dropped_total`].
+    pub fn is_intentional(self) -> bool {
+        matches!(self, DropReason::FpsLimit | DropReason::Unchanged)
     }
 
     /// From an [`EncodeError::reason`](crate::encode::EncodeError::reason) string.
@@ -90,7 +101,9 @@ pub struct LastFrame {
 /// The agent's counters. All counts are frames unless the name says bytes or ms.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Frames the source delivered (accepted into the pipeline or dropped at the queue).
+    /// Frames the source delivered (accepted into the pipeline or dropped at the queue),
+    /// bad frames included; not the surplus frames of a child process discarded to keep
+    /// `source.fps` (`fps_limit`): frames read = `captured` + `fps_limit`.
     pub captured: AtomicU64,
     /// Frames that entered the queue before the encoder.
     pub accepted: AtomicU64,
@@ -188,14 +201,32 @@ impl Metrics {
         self.last_error.lock().unwrap().clone()
     }
 
-    /// Drops so far, by reason.
+    /// Drops so far, by reason, intentional discards included.
     pub fn dropped(&self) -> BTreeMap<DropReason, u64> {
         self.dropped.lock().unwrap().clone()
     }
 
-    /// Total drops.
+    /// Frames lost: every drop except the intentional discards
+    /// ([`DropReason::is_intentional`], e.g. `fps_limit`).
     pub fn dropped_total(&self) -> u64 {
-        self.dropped.lock().unwrap().values().sum()
+        self.dropped
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| !r.is_intentional())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Frames discarded on purpose ([`DropReason::is_intentional`]), not lost.
+    pub fn discarded_on_purpose(&self) -> u64 {
+        self.dropped
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r.is_intentional())
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Counts one published frame under `quality` (e.g. `40 at 432x324`).
@@ -245,7 +276,19 @@ impl Metrics {
             self.dropped_total()
         );
         for (reason, n) in self.dropped() {
+            if reason.is_intentional() {
+                continue;
+            }
             let _ = writeln!(s, "  dropped {}: {}", reason.as_str(), n);
+        }
+        let on_purpose = self.discarded_on_purpose();
+        if on_purpose > 0 {
+            let _ = writeln!(s, "discarded on purpose (not lost): {on_purpose}");
+            for (reason, n) in self.dropped() {
+                if reason.is_intentional() {
+                    let _ = writeln!(s, "  discarded {}: {}", reason.as_str(), n);
+                }
+            }
         }
         let spooled = self.spooled.load(Relaxed);
         if spooled + self.spool_records.load(Relaxed) > 0 {
@@ -376,4 +419,25 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_limit_is_listed_as_discarded_on_purpose_not_dropped() {
+        let m = Metrics::default();
+        m.drop_frames(DropReason::FpsLimit, 40);
+        m.drop_frame(DropReason::QueueFullOldest);
+        assert_eq!(m.dropped_total(), 1);
+        assert_eq!(m.discarded_on_purpose(), 40);
+        assert_eq!(m.dropped().get(&DropReason::FpsLimit), Some(&40));
+        let s = m.summary(1.0);
+        assert!(s.lines().next().unwrap().ends_with("dropped 1"), "{s}");
+        assert!(s.contains("  dropped queue_full_oldest: 1\n"), "{s}");
+        assert!(!s.contains("dropped fps_limit"), "{s}");
+        assert!(s.contains("discarded on purpose (not lost): 40\n"), "{s}");
+        assert!(s.contains("  discarded fps_limit: 40\n"), "{s}");
+    }
 }

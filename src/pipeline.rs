@@ -22,7 +22,7 @@ use crate::record::FrameRecord;
 use crate::sink::kafka::{ensure_topics, KafkaSink, KafkaSinkError, SinkReport};
 use crate::sink::mqtt::MqttSink;
 use crate::sink::{AckTx, Destination, Outgoing, Sink};
-use crate::source::{self, Source, SourceError};
+use crate::source::{self, RateLimit, Source, SourceError};
 use crate::spool::{DirStorage, SeqFile, Spool, SpoolOptions};
 use crate::throttle::Throttle;
 
@@ -135,10 +135,20 @@ fn source_loop(
     let mut seq = seq_file.as_ref().map_or(0, SeqFile::peek);
     let mut numbered = 0u64;
     let mut warnings = Throttle::frames();
+    // A source that runs at its own rate (a child process) is thinned to source.fps here.
+    let thin = src.paced_by_dropping();
+    let mut rate = RateLimit::new(if thin {
+        live.config.borrow().source.fps
+    } else {
+        0.0
+    });
     while !shutdown.is_cancelled() && (max_frames == 0 || numbered < max_frames) {
         if reload.has_changed().unwrap_or(false) {
             let fps = reload.borrow_and_update().source.fps;
-            if src.set_fps(fps) {
+            if thin {
+                rate.set_fps(fps);
+                tracing::info!(fps, "source.fps changed (surplus frames are discarded)");
+            } else if src.set_fps(fps) {
                 tracing::info!(fps, "source.fps changed");
             } else {
                 tracing::warn!(
@@ -155,6 +165,11 @@ fn source_loop(
             Ok(Some(c)) => {
                 if shutdown.is_cancelled() {
                     break;
+                }
+                // Capture time: the source hands a frame out as soon as it is read.
+                if !rate.admit(Instant::now()) {
+                    metrics.drop_frame(DropReason::FpsLimit);
+                    continue;
                 }
                 metrics.captured.fetch_add(1, Relaxed);
                 metrics.last_capture_unix_ms.store(

@@ -1,6 +1,7 @@
 //! SIGHUP: re-read the config file and apply what can change while running.
 //!
-//! Live: `source.fps` (sources that pace themselves), everything in `[transform]`, and
+//! Live: `source.fps` (sources that pace themselves, and a child process, whose surplus
+//! frames the pipeline discards), everything in `[transform]`, and
 //! everything in `[encode]` (codec, qualities, ladder shape, and the budget up to the
 //! producer's `message.max.bytes`). Anything else (device id, source kind/path, Kafka
 //! settings, queues) is reported as needing a restart and left as it is. A new file that does

@@ -278,7 +278,7 @@ fn mjpeg_file_and_child_process_with_hostile_frames() {
     std::fs::write(&path, &stream).unwrap();
     let file = format!("kind = \"mjpeg\"\npath = \"{}\"\nfps = 0", path.display());
     let child = format!(
-        "kind = \"mjpeg\"\ncommand = [\"cat\", \"{}\"]",
+        "kind = \"mjpeg\"\ncommand = [\"cat\", \"{}\"]\nfps = 0",
         path.display()
     );
     for source in [file, child] {

@@ -156,6 +156,72 @@ async fn commands_change_behaviour_and_state_bad_ones_are_rejected() {
     assert_eq!(v["frames_captured"], metrics.captured.load(Relaxed));
 }
 
+/// `set/fps` for a child-process source (it used to answer "ok" and change nothing): at
+/// `fps = 0` every frame the child writes is kept; after `set/fps 2` its surplus frames are
+/// discarded on purpose (`fps_limit`), and nothing counts as lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_fps_thins_a_child_process_live() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let (_f, frames) = subscriber(port, "t-frames", "edgecam/pipe/frame").await;
+    let (_s, state) = subscriber(port, "t-state", "edgecam/pipe/state").await;
+    let (cmd, _) = subscriber(port, "t-cmd", "unused/topic").await;
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vtest-10.mjpeg");
+    // About 100 frames/s until the agent stops (and kills it).
+    let script = format!("while :; do cat '{fixture}'; sleep 0.1; done");
+    let cfg = edgecam::config::load_str(
+        &format!(
+            "[device]\nid = \"pipe\"\n[source]\nkind = \"mjpeg\"\ncommand = [\"sh\", \"-c\", {}]\n\
+             fps = 0\n[pipeline]\noverflow = \"block\"\n[sink]\nkind = \"mqtt\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n",
+            toml::Value::String(script)
+        ),
+        common::state_env(),
+    )
+    .unwrap();
+    let live = Arc::new(Live::new(cfg.clone()));
+    let stop = CancellationToken::new();
+    // A failed assertion must stop the agent too: its source thread reads the endless child
+    // until then, and the runtime waits for it.
+    let _stop_on_panic = stop.clone().drop_guard();
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run_live(
+        cfg,
+        stop.clone(),
+        metrics.clone(),
+        live.clone(),
+    ));
+    let paced = |m: &Metrics| {
+        m.dropped()
+            .get(&edgecam::metrics::DropReason::FpsLimit)
+            .copied()
+            .unwrap_or(0)
+    };
+    eventually("first frames", || frame_count(&frames) >= 20).await;
+    assert_eq!(paced(&metrics), 0, "fps = 0 keeps every frame");
+
+    cmd.publish("edgecam/pipe/set/fps", QoS::AtLeastOnce, false, "2")
+        .await
+        .unwrap();
+    eventually("state fps 2", || {
+        last_state(&state).is_some_and(|v| v["fps"] == 2.0 && v["last_command"]["ok"] == true)
+    })
+    .await;
+    // Surplus frames are now discarded: at ~100 frames/s against 2 kept per second.
+    eventually("frames discarded by fps_limit", || paced(&metrics) >= 50).await;
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (kept, discarded) = (metrics.captured.load(Relaxed), paced(&metrics));
+    eprintln!("kept {kept}, discarded fps_limit {discarded}");
+    assert!(discarded >= 50);
+    assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+    assert_eq!(metrics.discarded_on_purpose(), discarded);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn last_will_says_offline_when_the_agent_is_killed() {
     let broker = Mosquitto::start();

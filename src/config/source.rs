@@ -60,7 +60,9 @@ pub struct SourceConfig {
     #[serde(default)]
     pub command: Option<Vec<String>>,
     /// Frames per second, 0–1000; `0` = as fast as the source gives them. For a camera this
-    /// is the rate requested from the driver.
+    /// is the rate requested from the driver; for a child process (`command`), which runs at
+    /// its own rate, at most this many of its frames per second are kept and the surplus is
+    /// discarded (`fps_limit`).
     #[serde(default = "default_fps")]
     pub fps: f64,
     /// `mjpeg` file and `images`: start again at the end instead of finishing.

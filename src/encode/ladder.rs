@@ -84,6 +84,62 @@ pub fn ladder(spec: &LadderSpec, width: u32, height: u32) -> Vec<Rung> {
     rungs
 }
 
+/// The rung of `new` that is the nearest equivalent of `old[index]`, for when the ladder is
+/// rebuilt (a reload or command changed `[encode]`, or the frame size changed) and the
+/// controller must not keep a bare index, which would point at an unrelated rung.
+///
+/// Size first: the rungs of `new` with the same width and height as the old rung, or, when
+/// there are none, those whose pixel count is nearest to it (by ratio; a tie goes to the
+/// smaller), which have the closest expected encoded size. Then quality, among the rungs of
+/// that size: the highest quality not above the old rung's, so the new rung is expected to
+/// be no larger than the old one; when every quality there is above it (a raised
+/// `quality_min`), the lowest; a lossless rung (no quality) on either side maps to the best
+/// rung of that size. `index` past the end of `old` means its last rung. Returns an index
+/// into `new`. Panics if `old` or `new` is empty (a ladder never is).
+pub fn equivalent_rung(old: &[Rung], index: usize, new: &[Rung]) -> usize {
+    assert!(
+        !old.is_empty() && !new.is_empty(),
+        "a ladder has at least one rung"
+    );
+    let o = old[index.min(old.len() - 1)];
+    let area = |r: &Rung| r.width as f64 * r.height as f64;
+    let same = new
+        .iter()
+        .position(|r| (r.width, r.height) == (o.width, o.height));
+    let first = same.unwrap_or_else(|| {
+        let distance = |r: &Rung| (area(r).max(1.0) / area(&o).max(1.0)).ln().abs();
+        let mut best = 0;
+        for (i, r) in new.iter().enumerate() {
+            let (d, db) = (distance(r), distance(&new[best]));
+            if d < db - 1e-12 || ((d - db).abs() <= 1e-12 && area(r) < area(&new[best])) {
+                best = i;
+            }
+        }
+        // The first rung of that size.
+        new.iter()
+            .position(|r| (r.width, r.height) == (new[best].width, new[best].height))
+            .unwrap_or(best)
+    });
+    let (w, h) = (new[first].width, new[first].height);
+    let sized = new
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take_while(|(_, r)| (r.width, r.height) == (w, h));
+    let Some(q) = o.quality else {
+        return first;
+    };
+    let mut lowest = first;
+    for (i, r) in sized {
+        match r.quality {
+            None => return first,
+            Some(rq) if rq <= q => return i,
+            Some(_) => lowest = i,
+        }
+    }
+    lowest
+}
+
 /// Every `PROBE_INTERVAL` frames that fit with little headroom, the controller tries one rung
 /// better, so quality recovers when a scene gets simpler. Costs at most 1/16 extra encode
 /// per frame in a steady scene.
@@ -140,6 +196,19 @@ impl RateController {
     /// Index of the rung the next frame starts from.
     pub fn start_rung(&self) -> usize {
         self.last
+    }
+
+    /// The ladder was rebuilt from `old` to `new` (both best first, non-empty): moves the
+    /// controller's memory (where the last frame fitted, the rung seen not to fit above it)
+    /// to the equivalent rungs of `new` ([`equivalent_rung`]), so the next frame starts at the
+    /// same size and the nearest quality instead of at whatever rung now has the old index.
+    pub fn remap(&mut self, old: &[Rung], new: &[Rung]) {
+        let last = equivalent_rung(old, self.last, new);
+        self.ceiling = self
+            .ceiling
+            .map(|c| equivalent_rung(old, c, new))
+            .filter(|&c| c < last);
+        self.last = last;
     }
 
     /// Finds the best rung of `rungs` (a ladder, best first, len ≥ 1) whose encoding is at
@@ -343,6 +412,50 @@ mod tests {
             }
         }
 
+        /// Rebuilding the ladder with another `quality_max` (higher or lower) moves the
+        /// controller to the same size and the nearest quality not above the old one, and
+        /// the next frame, at the budget the old rung just fitted, is encoded there.
+        #[test]
+        fn a_rebuilt_ladder_keeps_the_size_and_the_nearest_quality(
+            qmin in 1u8..=90,
+            qmax_old in 1u8..=100,
+            qmax_new in 1u8..=100,
+            step in 1u8..=20,
+            pct in 10u8..=95,
+            w in 16u32..2000,
+            h in 16u32..2000,
+            pick in 0usize..1000,
+        ) {
+            let (qmax_old, qmax_new) = (qmax_old.max(qmin), qmax_new.max(qmin));
+            let spec_of = |qmax| LadderSpec {
+                quality_max: Some(qmax),
+                quality_min: qmin,
+                quality_step: step,
+                downscale_percent: pct,
+                min_side_px: 16,
+            };
+            let old = ladder(&spec_of(qmax_old), w, h);
+            let new = ladder(&spec_of(qmax_new), w, h);
+            let at = pick % old.len();
+            let (mut c, budget) = settled(&old, at);
+            prop_assert_eq!(c.start_rung(), at);
+            c.remap(&old, &new);
+            let o = old[at];
+            let q_old = o.quality.unwrap();
+            let want = new
+                .iter()
+                .filter(|r| (r.width, r.height) == (o.width, o.height))
+                .filter_map(|r| r.quality)
+                .filter(|&q| q <= q_old)
+                .max()
+                .expect("quality_min is at every size");
+            let f = c
+                .fit(new.len(), budget, |i| Ok::<_, ()>((i, model_size(&new[i]))))
+                .unwrap();
+            let r = new[f.rung];
+            prop_assert_eq!((r.width, r.height, r.quality), (o.width, o.height, Some(want)), "from {:?}", o);
+        }
+
         /// A steady scene (same sizes every frame) costs at most 1 + 1/PROBE_INTERVAL
         /// encodes per frame once the controller has settled.
         #[test]
@@ -359,6 +472,115 @@ mod tests {
             }
             prop_assert!(total as f64 / frames as f64 <= 1.0 + 1.0 / PROBE_INTERVAL as f64 + 1e-9, "{} encodes over {} frames", total, frames);
         }
+    }
+
+    /// A size model strictly increasing in pixels and in quality (lossless: as quality 100).
+    fn model_size(r: &Rung) -> usize {
+        r.width as usize * r.height as usize * r.quality.unwrap_or(100) as usize / 10 + 1
+    }
+
+    /// Settles a controller on `rungs` where the best rung that fits is `at` (budget = its
+    /// modelled size), and returns it with that budget.
+    fn settled(rungs: &[Rung], at: usize) -> (RateController, usize) {
+        let budget = model_size(&rungs[at]);
+        let mut c = RateController::new();
+        for _ in 0..3 {
+            c.fit(rungs.len(), budget, |i| {
+                Ok::<_, ()>((i, model_size(&rungs[i])))
+            })
+            .unwrap();
+        }
+        (c, budget)
+    }
+
+    #[test]
+    fn a_live_quality_max_change_keeps_the_size_and_the_nearest_quality() {
+        // The reported case: fitting at q55 768x576; `set/quality_max 60` used to send
+        // frames at 324x243 (the rung with the old index in the new ladder).
+        let old = ladder(&spec(), 768, 576);
+        let at = old.iter().position(|r| r.quality == Some(55)).unwrap();
+        let (mut c, budget) = settled(&old, at);
+        assert_eq!(c.start_rung(), at);
+        for (qmax, want) in [(60, 55), (95, 55), (50, 50), (40, 40)] {
+            let new = ladder(
+                &LadderSpec {
+                    quality_max: Some(qmax),
+                    ..spec()
+                },
+                768,
+                576,
+            );
+            let mut c = c.clone();
+            c.remap(&old, &new);
+            let f = c
+                .fit(new.len(), budget, |i| Ok::<_, ()>((i, model_size(&new[i]))))
+                .unwrap();
+            let r = new[f.rung];
+            assert_eq!(
+                (r.width, r.height, r.quality),
+                (768, 576, Some(want)),
+                "quality_max {qmax}"
+            );
+            assert_eq!(f.attempts, 1, "quality_max {qmax}");
+        }
+        // Back and forth: 90 -> 60 -> 90 lands where it started.
+        let mid = ladder(
+            &LadderSpec {
+                quality_max: Some(60),
+                ..spec()
+            },
+            768,
+            576,
+        );
+        c.remap(&old, &mid);
+        c.remap(&mid, &old);
+        assert_eq!(c.start_rung(), at);
+    }
+
+    #[test]
+    fn equivalent_rung_of_a_downscale_a_new_size_or_a_new_codec() {
+        let old = ladder(&spec(), 768, 576);
+        let small = old.iter().position(|r| r.width == 432).unwrap();
+        // Higher quality_min: the downscaled rungs are now at q50, the nearest there.
+        let raised = ladder(
+            &LadderSpec {
+                quality_min: 50,
+                ..spec()
+            },
+            768,
+            576,
+        );
+        let i = equivalent_rung(&old, small, &raised);
+        assert_eq!(
+            (raised[i].width, raised[i].quality),
+            (432, Some(50)),
+            "{raised:?}"
+        );
+        // Another downscale step: no 432x324 rung any more; the nearest pixel count.
+        let other = ladder(
+            &LadderSpec {
+                downscale_percent: 50,
+                ..spec()
+            },
+            768,
+            576,
+        );
+        let i = equivalent_rung(&old, small, &other);
+        assert_eq!((other[i].width, other[i].height), (384, 288), "{other:?}");
+        // Lossless: resolutions only.
+        let png = ladder(
+            &LadderSpec {
+                quality_max: None,
+                ..spec()
+            },
+            768,
+            576,
+        );
+        let i = equivalent_rung(&old, small, &png);
+        assert_eq!((png[i].width, png[i].quality), (432, None));
+        assert_eq!(equivalent_rung(&png, i, &old), small);
+        // An index past the end is the last rung.
+        assert_eq!(equivalent_rung(&old, 999, &old), old.len() - 1);
     }
 
     #[test]

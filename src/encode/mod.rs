@@ -140,7 +140,8 @@ pub struct Encoder {
     value_budget: usize,
     jpeg: codec::Jpeg,
     controller: RateController,
-    ladder_cache: Option<((u32, u32), Vec<Rung>)>,
+    /// The ladder last used: built for this target size and spec.
+    ladder_cache: Option<((u32, u32), LadderSpec, Vec<Rung>)>,
     limits: Limits,
 }
 
@@ -185,7 +186,10 @@ impl Encoder {
         self.value_budget
     }
 
-    /// Replaces the settings (e.g. a config reload). The controller's memory is kept.
+    /// Replaces the settings (e.g. a config reload or an MQTT command). The controller's
+    /// memory is kept: when the settings change the ladder, the next frame starts from the
+    /// equivalent rung of the new one (same size, nearest quality not above;
+    /// [`ladder::equivalent_rung`]), not from the rung that happens to have the old index.
     pub fn reconfigure(
         &mut self,
         device_id: &str,
@@ -196,7 +200,6 @@ impl Encoder {
             .saturating_sub(record::max_overhead(device_id));
         self.encode = encode;
         self.transform = transform;
-        self.ladder_cache = None;
     }
 
     /// Size after rotation and `max_width`/`max_height`, before any ladder downscale.
@@ -257,19 +260,24 @@ impl Encoder {
             }
         }
         let (tw, th) = self.target_size(image.width(), image.height());
+        let spec = LadderSpec {
+            quality_max: (self.encode.codec == Codec::Jpeg)
+                .then_some(self.encode.quality_max.get()),
+            quality_min: self.encode.quality_min.get(),
+            quality_step: self.encode.quality_step.get().min(100) as u8,
+            downscale_percent: self.encode.downscale_percent.get(),
+            min_side_px: self.encode.min_side_px.get(),
+        };
         let rungs = match &self.ladder_cache {
-            Some((dims, rungs)) if *dims == (tw, th) => rungs.clone(),
-            _ => {
-                let spec = LadderSpec {
-                    quality_max: (self.encode.codec == Codec::Jpeg)
-                        .then_some(self.encode.quality_max.get()),
-                    quality_min: self.encode.quality_min.get(),
-                    quality_step: self.encode.quality_step.get().min(100) as u8,
-                    downscale_percent: self.encode.downscale_percent.get(),
-                    min_side_px: self.encode.min_side_px.get(),
-                };
+            Some((dims, s, rungs)) if *dims == (tw, th) && *s == spec => rungs.clone(),
+            cached => {
                 let rungs = ladder::ladder(&spec, tw, th);
-                self.ladder_cache = Some(((tw, th), rungs.clone()));
+                // A rebuilt ladder (new settings or a new frame size): carry the controller
+                // over to the equivalent rung, not the same index.
+                if let Some((_, _, old)) = cached {
+                    self.controller.remap(old, &rungs);
+                }
+                self.ladder_cache = Some(((tw, th), spec, rungs.clone()));
                 rungs
             }
         };
@@ -564,6 +572,44 @@ mod tests {
             encodes <= 39 + 39 / ladder::PROBE_INTERVAL + 1,
             "{encodes} encodes for 39 frames"
         );
+    }
+
+    #[test]
+    fn a_live_quality_max_change_keeps_the_full_size() {
+        // The reported case: at a 50 KB budget the footage fits at 768x576 and a middle
+        // quality; `set/quality_max 60` then sent frames at 324x243 and later 768x576 q40.
+        let frames = fixture_frames();
+        let mut c = cfg(Codec::Jpeg, 50_000);
+        c.quality_max = crate::config::types::Quality::new(90).unwrap();
+        let mut enc = Encoder::new("cam", c.clone(), Default::default()).unwrap();
+        let mut before = None;
+        for j in frames.iter().cycle().take(20) {
+            before = Some(enc.encode(&Image::Jpeg(j.clone())).unwrap());
+        }
+        let before = before.unwrap();
+        let Quality::Jpeg(q_before) = before.quality else {
+            panic!("{:?}", before.quality)
+        };
+        assert_eq!((before.width, before.height), (768, 576));
+        assert!((41..90).contains(&q_before), "settled at q{q_before}");
+        c.quality_max = crate::config::types::Quality::new(60).unwrap();
+        enc.reconfigure("cam", c, Default::default());
+        let mut seen = Vec::new();
+        for j in frames.iter().cycle().skip(20).take(20) {
+            let e = enc.encode(&Image::Jpeg(j.clone())).unwrap();
+            let Quality::Jpeg(q) = e.quality else {
+                panic!("{:?}", e.quality)
+            };
+            seen.push((e.width, e.height, q));
+        }
+        eprintln!("before: 768x576 q{q_before}; after quality_max 60: {seen:?}");
+        assert!(
+            seen.iter().all(|&(w, h, _)| (w, h) == (768, 576)),
+            "{seen:?}"
+        );
+        // The first frame after the change: the nearest quality not above the old one.
+        assert_eq!(seen[0].2, q_before.min(60), "{seen:?}");
+        assert!(seen.iter().all(|&(_, _, q)| q <= 60), "{seen:?}");
     }
 
     #[test]

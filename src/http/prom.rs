@@ -106,7 +106,8 @@ impl Collector for AgentCollector {
         counters_by(
             &mut e,
             "frames_discarded",
-            "Frames not published, by reason",
+            "Frames not published, by reason (fps_limit: a child process's surplus frames, \
+             discarded on purpose to keep source.fps, not lost)",
             "reason",
             dropped.iter().map(|(r, n)| (r.as_str(), *n)),
         )?;
@@ -366,4 +367,34 @@ pub fn bridge_registry(bridge_id: &str, metrics: Arc<BridgeMetrics>) -> Registry
     );
     root.register_collector(Box::new(BridgeCollector(metrics)));
     root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::DropReason;
+
+    #[test]
+    fn fps_limit_discards_are_a_reason_of_frames_discarded_total() {
+        let m = Arc::new(Metrics::default());
+        m.drop_frames(DropReason::FpsLimit, 7);
+        m.drop_frame(DropReason::BadFrame);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &agent_registry("cam", m.clone()))
+            .unwrap();
+        let line = |reason: &str| {
+            out.lines()
+                .find(|l| {
+                    l.starts_with("edgecam_frames_discarded_total{")
+                        && l.contains(&format!("reason=\"{reason}\""))
+                })
+                .unwrap_or_else(|| panic!("no {reason} in:\n{out}"))
+                .to_string()
+        };
+        assert!(line("fps_limit").ends_with(" 7"), "{out}");
+        assert!(line("bad_frame").ends_with(" 1"), "{out}");
+        // Discarded on purpose is not lost.
+        assert_eq!(m.dropped_total(), 1);
+        assert_eq!(m.discarded_on_purpose(), 7);
+    }
 }

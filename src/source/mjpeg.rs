@@ -255,8 +255,9 @@ enum Input {
 ///
 /// Frames are yielded as [`Image::Jpeg`] without decoding, `captured_at` = when the frame
 /// was handed out. A file is paced at `source.fps` (`0` = as fast as it can be read) and
-/// restarts at its end when `source.loop` is set; a child process runs at its own rate
-/// (no pacing). The source ends (`Ok(None)`) at the end of the file, or when the child
+/// restarts at its end when `source.loop` is set; a child process runs at its own rate, and
+/// the pipeline keeps `source.fps` by discarding its surplus frames
+/// ([`Source::paced_by_dropping`]; `0` = keep them all). The source ends (`Ok(None)`) at the end of the file, or when the child
 /// closes its stdout, after the last complete frame; a truncated last frame is dropped.
 /// The child is killed and reaped on drop.
 #[derive(Debug)]
@@ -446,9 +447,13 @@ impl Source for MjpegSource {
                 self.pacer = Pacer::new(fps);
                 true
             }
-            // A child process delivers frames at its own rate.
+            // A child process delivers frames at its own rate: the pipeline thins them.
             Input::Command { .. } => false,
         }
+    }
+
+    fn paced_by_dropping(&self) -> bool {
+        matches!(self.input, Input::Command { .. })
     }
 
     fn take_skipped(&mut self) -> Skipped {

@@ -11,7 +11,7 @@ pub mod mjpeg;
 mod pace;
 pub mod synthetic;
 
-pub use pace::Pacer;
+pub use pace::{Pacer, RateLimit};
 
 /// Why a source could not open or could not deliver a frame.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +97,20 @@ pub trait Source: Send {
 
     /// Changes the pace to `fps` frames per second (0 = as fast as possible) from the next
     /// frame on, without reopening. Returns `false` when this source cannot change its rate
-    /// live (a camera's rate is negotiated with the driver at open; a child process paces
-    /// itself): the change then needs a restart.
+    /// live (a camera's rate is negotiated with the driver at open): the change then needs a
+    /// restart. A child process returns `false` too, but the pipeline never asks it: it is
+    /// thinned instead ([`Source::paced_by_dropping`]).
     fn set_fps(&mut self, fps: f64) -> bool {
         let _ = fps;
+        false
+    }
+
+    /// `true` when this source runs at its own rate, which edgecam cannot set (a child
+    /// process such as `rpicam-vid`): the pipeline then keeps `source.fps` by discarding
+    /// surplus frames ([`RateLimit`], counted as `fps_limit`), and applies a live change of
+    /// `source.fps` the same way. `false` (the default): the source paces itself or has its
+    /// rate set at open ([`Source::set_fps`]).
+    fn paced_by_dropping(&self) -> bool {
         false
     }
 
