@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use edgecam::config::{self, Codec};
@@ -192,6 +192,26 @@ enum Command {
         /// Output codec.
         #[arg(long, value_enum, default_value = "jpeg")]
         codec: CodecArg,
+    },
+}
+
+/// Packaging helpers (scripts/build-deb), kept out of [`Cli`] so that they are in neither
+/// `--help` nor the completions and man pages they write: `edgecam completions SHELL`,
+/// `edgecam man --out-dir DIR`.
+#[derive(Parser)]
+#[command(name = "edgecam", version, disable_help_subcommand = true)]
+enum Packaging {
+    /// Print the shell completion script for SHELL to stdout.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, edgecam.1 and edgecam-<command>.1, into a folder.
+    Man {
+        /// Folder for the pages; created if missing.
+        #[arg(long)]
+        out_dir: PathBuf,
     },
 }
 
@@ -569,6 +589,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `edgecam completions SHELL`: the completion script for [`Cli`] on stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "edgecam", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `edgecam man --out-dir DIR`: edgecam.1 and one page per command (edgecam-run.1, …).
+/// Exit 1 naming the folder when it cannot be written.
+fn write_man_pages(out_dir: &std::path::Path) -> ExitCode {
+    let written = std::fs::create_dir_all(out_dir).and_then(|()| {
+        // Built, so that each command knows its full name ("edgecam run") and the global
+        // options; no `help` pseudo-command.
+        let mut root = Cli::command().disable_help_subcommand(true);
+        root.build();
+        let mut pages = vec![("edgecam.1".to_string(), root.clone())];
+        for sub in root.get_subcommands() {
+            pages.push((format!("edgecam-{}.1", sub.get_name()), sub.clone()));
+        }
+        for (file, page) in &pages {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(page.clone())
+                .source(concat!("edgecam ", env!("CARGO_PKG_VERSION")))
+                .manual("edgecam manual")
+                .render(&mut buf)?;
+            std::fs::write(out_dir.join(file), buf)?;
+        }
+        Ok(pages.len())
+    });
+    match written {
+        Ok(n) => {
+            eprintln!("edgecam: {n} man pages in {}", out_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "edgecam: cannot write man pages into {}: {e}",
+                out_dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `NAME=VALUE` of `-X`: split at the first `=`; the name must not be empty.
 /// `(bootstrap servers, topic, consumer properties)`.
 type KafkaSource = (String, String, Vec<(String, String)>);
@@ -632,6 +696,16 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // Packaging helpers: no runtime, no logging.
+    if matches!(
+        std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()),
+        Some("completions" | "man")
+    ) {
+        return match Packaging::parse() {
+            Packaging::Completions { shell } => print_completions(shell),
+            Packaging::Man { out_dir } => write_man_pages(&out_dir),
+        };
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
