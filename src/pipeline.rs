@@ -490,6 +490,10 @@ pub async fn run_live(
             crate::http::serve_agent(
                 addr,
                 &cfg.device.id,
+                match cfg.sink.kind {
+                    SinkKind::Kafka => "kafka",
+                    SinkKind::Mqtt => "mqtt",
+                },
                 Duration::from_millis(cfg.http.ready_within_ms.get()),
                 metrics.clone(),
                 preview_rx,

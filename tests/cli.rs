@@ -251,3 +251,52 @@ fn logs_are_json_lines_or_plain_text_and_progress_lines_come_outside_systemd() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
 }
+
+/// A broker outage shows as one line when delivery resumes, not one per record: Kafka is
+/// down for the first seconds (each record's delivery times out after 1 s and is sent
+/// again), then back.
+#[test]
+fn a_broker_outage_ends_with_one_delivers_again_line() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("again");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[device]\nid = \"again\"\n[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\n\
+             fps = 10\nmax_frames = 60\n[log]\nprogress_interval_secs = 0\n\
+             [kafka]\nbootstrap_servers = \"{}\"\ntopic = \"{topic}\"\nmessage_timeout_ms = 1000\n",
+            cluster.bootstrap_servers()
+        ),
+    );
+    let child = Command::new(BIN)
+        .env("STATE_DIRECTORY", dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.broker_up(1).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("Kafka delivers again").count(),
+        1,
+        "one line when delivery resumes: {err}"
+    );
+    assert!(err.contains("delivered 60 "), "{err}");
+    let recs = read_topic(
+        &cluster.bootstrap_servers(),
+        &topic,
+        1,
+        60,
+        Duration::from_secs(30),
+    );
+    assert!(recs.len() >= 60, "{} records", recs.len());
+}

@@ -213,11 +213,12 @@ fn contents_binary_unit_sysusers_examples() {
 }
 
 /// The subcommands a user sees in `edgecam --help`.
-const COMMANDS: [&str; 7] = [
+const COMMANDS: [&str; 8] = [
     "run",
     "bridge",
     "check-config",
     "consume",
+    "view",
     "bench",
     "bench-spool",
     "demo",

@@ -175,7 +175,11 @@ async fn metrics_readiness_snapshot_and_stream_of_a_running_agent() {
     let delivered = metrics.delivered.load(Relaxed);
     assert!(delivered >= 60);
     assert_eq!(
-        sample(&prom, "edgecam_frames_delivered_total", d),
+        sample(
+            &prom,
+            "edgecam_frames_delivered_total",
+            "device=lobby,sink=kafka"
+        ),
         delivered as f64
     );
     assert_eq!(

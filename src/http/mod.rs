@@ -79,18 +79,20 @@ struct AppState {
 }
 
 /// Binds `addr` and serves the agent's endpoints until `shutdown` is cancelled. Returns once
-/// the socket is bound; the server runs in its own task.
+/// the socket is bound; the server runs in its own task. `sink` (`kafka`, `mqtt`) labels
+/// `frames_delivered_total`.
 ///
 /// Errors: [`HttpError`] when the address cannot be bound.
 pub async fn serve_agent(
     addr: SocketAddr,
     device: &str,
+    sink: &'static str,
     ready_within: Duration,
     metrics: Arc<Metrics>,
     preview: watch::Receiver<Option<Arc<Preview>>>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let registry = prom::agent_registry(device, metrics.clone());
+    let registry = prom::agent_registry(device, sink, metrics.clone());
     let state = AppState {
         registry: Arc::new(registry),
         readiness: Readiness::Agent(metrics),

@@ -63,9 +63,10 @@ fn build_info(e: &mut Enc<'_>) -> Res {
     g.encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
 }
 
-/// The agent's counters and gauges, read at scrape time.
+/// The agent's counters and gauges, read at scrape time, and its sink's kind (`kafka`,
+/// `mqtt`) for `frames_delivered_total{sink}`.
 #[derive(Debug)]
-struct AgentCollector(Arc<Metrics>);
+struct AgentCollector(Arc<Metrics>, &'static str);
 
 impl Collector for AgentCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Res {
@@ -96,11 +97,12 @@ impl Collector for AgentCollector {
             "Frames published untouched",
             c(&m.passthrough),
         )?;
-        counter(
+        counters_by(
             &mut e,
             "frames_delivered",
-            "Frames the broker acknowledged (Kafka delivery report, MQTT PUBACK)",
-            c(&m.delivered),
+            "Frames the broker acknowledged (Kafka delivery report, MQTT PUBACK), by sink",
+            "sink",
+            [(self.1, c(&m.delivered))],
         )?;
         let dropped = m.dropped();
         counters_by(
@@ -209,9 +211,9 @@ impl Collector for AgentCollector {
     }
 }
 
-/// The registry `/metrics` renders for an agent: the collector, and the histograms of
-/// [`crate::metrics::Histograms`], labelled `device`.
-pub fn agent_registry(device: &str, metrics: Arc<Metrics>) -> Registry {
+/// The registry `/metrics` renders for an agent publishing to a `sink` (`kafka`, `mqtt`):
+/// the collector, and the histograms of [`crate::metrics::Histograms`], labelled `device`.
+pub fn agent_registry(device: &str, sink: &'static str, metrics: Arc<Metrics>) -> Registry {
     let mut root = Registry::with_prefix_and_labels(
         "edgecam",
         [(Cow::Borrowed("device"), Cow::Owned(device.to_string()))].into_iter(),
@@ -240,7 +242,7 @@ pub fn agent_registry(device: &str, metrics: Arc<Metrics>) -> Registry {
         "JPEG quality of delivered frames",
         h.jpeg_quality.clone(),
     );
-    root.register_collector(Box::new(AgentCollector(metrics)));
+    root.register_collector(Box::new(AgentCollector(metrics, sink)));
     root
 }
 
@@ -380,8 +382,11 @@ mod tests {
         m.drop_frames(DropReason::FpsLimit, 7);
         m.drop_frame(DropReason::BadFrame);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &agent_registry("cam", m.clone()))
-            .unwrap();
+        prometheus_client::encoding::text::encode(
+            &mut out,
+            &agent_registry("cam", "kafka", m.clone()),
+        )
+        .unwrap();
         let line = |reason: &str| {
             out.lines()
                 .find(|l| {

@@ -264,6 +264,10 @@ pub struct KafkaSink {
     warnings: Throttle,
     /// Where each record's fate is reported.
     acks: super::AckTx,
+    /// Deliveries that failed since the last one that succeeded: the first success after
+    /// failures is logged once ("delivers again"), so an outage shows as one line down
+    /// (librdkafka's, deduplicated) and one line up.
+    failures: u64,
 }
 
 /// What happened to the records a sink was given.
@@ -376,6 +380,7 @@ impl KafkaSink {
             metrics,
             warnings: Throttle::frames(),
             acks: super::AckTx::default(),
+            failures: 0,
         })
     }
 
@@ -479,7 +484,11 @@ impl KafkaSink {
         }
     }
 
-    fn on_delivered(&self, out: &Outgoing, at: Position, report: &mut SinkReport) {
+    fn on_delivered(&mut self, out: &Outgoing, at: Position, report: &mut SinkReport) {
+        if self.failures > 0 {
+            tracing::info!(failed_deliveries = self.failures, "Kafka delivers again");
+            self.failures = 0;
+        }
         let topic = self.topic_for(out.destination).unwrap_or_default();
         *report.delivered.entry(topic.to_string()).or_default() += 1;
         self.acks.delivered(out, Some(at));
@@ -542,6 +551,7 @@ impl KafkaSink {
                             None
                         }
                         class => {
+                            self.failures += 1;
                             let replaced = self.recover_if_fatal();
                             if let Some(suppressed) = self.warnings.allow(std::time::Instant::now())
                             {
