@@ -33,6 +33,27 @@ struct Cli {
     log_level: Option<String>,
 }
 
+/// Where `consume` and `view` read from: a topic on a cluster, given directly or by an
+/// agent's or bridge's configuration file.
+#[derive(clap::Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
+    #[arg(long, required_unless_present = "config")]
+    bootstrap_servers: Option<String>,
+    /// Topic to read (default: from --config).
+    #[arg(long, required_unless_present = "config")]
+    topic: Option<String>,
+    /// An agent or bridge configuration whose [kafka] table (bootstrap servers, topic,
+    /// properties with TLS/SASL and secret references) is used; the file is checked as
+    /// check-config does.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable;
+    /// set after --config's properties).
+    #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
+    property: Vec<(String, String)>,
+}
+
 /// The logging flags, taken out of [`Cli`] before its command is consumed.
 struct LogArgs {
     format: Option<LogFormatArg>,
@@ -83,21 +104,8 @@ enum Command {
     /// Write frames from a Kafka topic to files (at least once, each frame once):
     /// <output-dir>/<device>/<YYYYMMDD>/<captured_at>-<seq>-<id>.<ext>, in capture order.
     Consume {
-        /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
-        #[arg(long, required_unless_present = "config")]
-        bootstrap_servers: Option<String>,
-        /// Topic to read (default: from --config).
-        #[arg(long, required_unless_present = "config")]
-        topic: Option<String>,
-        /// An agent or bridge configuration whose [kafka] table (bootstrap servers, topic,
-        /// properties with TLS/SASL and secret references) this consumer uses; the file is
-        /// checked as check-config does.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable;
-        /// set after --config's properties).
-        #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
-        property: Vec<(String, String)>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         /// Consumer group; offsets are committed after each file is on disk.
         #[arg(long)]
         group_id: String,
@@ -135,19 +143,8 @@ enum Command {
     /// Serve a web page that plays the frames of a Kafka topic: devices with thumbnails, a
     /// live or resumed player per device, a time scrubber, frame stepping, downloads.
     View {
-        /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
-        #[arg(long, required_unless_present = "config")]
-        bootstrap_servers: Option<String>,
-        /// Topic to show (default: from --config).
-        #[arg(long, required_unless_present = "config")]
-        topic: Option<String>,
-        /// An agent or bridge configuration whose [kafka] table (servers, topic, TLS/SASL
-        /// properties and secrets) the viewer uses.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable).
-        #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
-        property: Vec<(String, String)>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
         /// Address to serve the page on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -454,10 +451,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Consume {
-            bootstrap_servers,
-            topic,
-            config,
-            property,
+            kafka,
             group_id,
             output_dir,
             auto_offset_reset,
@@ -469,11 +463,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_side_px,
             max_frame_bytes,
         } => {
-            let (bootstrap_servers, topic, properties) =
-                match kafka_source(config.as_deref(), bootstrap_servers, topic, property) {
-                    Ok(k) => k,
-                    Err(code) => return Ok(code),
-                };
+            let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
+                Ok(k) => k,
+                Err(code) => return Ok(code),
+            };
             let opts = edgecam::consume::ConsumeOptions {
                 auto_offset_reset: match auto_offset_reset {
                     OffsetReset::Earliest => "earliest",
@@ -511,18 +504,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("{} into {}", r.summary(), opts.output_dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::View {
-            bootstrap_servers,
-            topic,
-            config,
-            property,
-            listen,
-        } => {
-            let (bootstrap_servers, topic, properties) =
-                match kafka_source(config.as_deref(), bootstrap_servers, topic, property) {
-                    Ok(k) => k,
-                    Err(code) => return Ok(code),
-                };
+        Command::View { kafka, listen } => {
+            let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
+                Ok(k) => k,
+                Err(code) => return Ok(code),
+            };
             let opts = edgecam::view::ViewOptions {
                 bootstrap_servers,
                 topic,
@@ -640,13 +626,14 @@ type KafkaSource = (String, String, Vec<(String, String)>);
 /// Bootstrap servers, topic and consumer properties for `consume` and `view`: `[kafka]` of
 /// `config` (an agent or bridge file, checked as `check-config` does), with the command
 /// line on top. `Err` is the exit code, the reason already printed.
-fn kafka_source(
-    config: Option<&std::path::Path>,
-    bootstrap_servers: Option<String>,
-    topic: Option<String>,
-    property: Vec<(String, String)>,
-) -> Result<KafkaSource, ExitCode> {
-    let kafka = match config {
+fn kafka_source(args: KafkaArgs) -> Result<KafkaSource, ExitCode> {
+    let KafkaArgs {
+        bootstrap_servers,
+        topic,
+        config,
+        property,
+    } = args;
+    let kafka = match config.as_deref() {
         Some(path) => {
             let loaded = load_config(path)?;
             let kafka = loaded
