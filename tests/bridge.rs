@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::mosquitto::{tail, Mosquitto};
+use common::mosquitto::{tail, wait_until, Mosquitto};
 use common::{read_topic, unique_topic, Rec};
 use edgecam::bridge::{BridgeMetrics, BridgeReport, RejectReason};
 use rdkafka::mocking::MockCluster;
@@ -434,17 +434,6 @@ impl Drop for BridgeProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < until,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::http::{request, Response};
-use common::mosquitto::{free_port, Mosquitto};
+use common::mosquitto::{free_port, wait_until, Mosquitto};
 use common::{fixture_frames, read_topic, unique_topic, Rec};
 use edgecam::bridge::{BridgeMetrics, BridgeReport, RejectReason, UploadOutcome};
 use rdkafka::mocking::MockCluster;
@@ -163,17 +163,6 @@ impl InProcessBridge {
             .expect("bridge stops within 30 s")
             .unwrap()
             .unwrap()
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < until,
-            "timed out after {timeout:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

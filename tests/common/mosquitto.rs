@@ -398,6 +398,18 @@ pub async fn subscribe_with(o: MqttOptions, filter: &str) -> (AsyncClient, Inbox
 }
 
 /// Waits up to 10 s for `f`.
+/// Polls `f` every 20 ms until it holds, or panics after `timeout` naming `what`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let until = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let until = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
