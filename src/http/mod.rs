@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{unix_ms_now, Metrics};
 
 /// The multipart boundary of `/stream.mjpeg`.
-const BOUNDARY: &str = "edgecamframe";
+pub(crate) const BOUNDARY: &str = "edgecamframe";
 
 /// The latest frame handed to the sink, for `/snapshot.jpg` and `/stream.mjpeg`.
 #[derive(Debug, Clone)]
@@ -290,15 +290,29 @@ fn viewable(content_type: &str) -> bool {
 
 /// One part of `/stream.mjpeg`: boundary, headers (with one `Content-Length`), the image.
 pub fn stream_part(p: &Preview) -> Bytes {
-    let head = format!(
-        "--{BOUNDARY}\r\nContent-Type: {}\r\nContent-Length: {}\r\nX-Edgecam-Seq: {}\r\n\r\n",
-        p.content_type,
-        p.image.len(),
-        p.seq
-    );
-    let mut part = Vec::with_capacity(head.len() + p.image.len() + 2);
+    multipart_part(
+        &[
+            ("Content-Type", p.content_type.clone()),
+            ("Content-Length", p.image.len().to_string()),
+            ("X-Edgecam-Seq", p.seq.to_string()),
+        ],
+        &p.image,
+    )
+}
+
+/// One part of a `multipart/x-mixed-replace` stream with boundary [`BOUNDARY`]: the
+/// boundary line, `headers` (control characters dropped, so each stays one line), a blank
+/// line, `image`, CRLF. Shared by `/stream.mjpeg` and `edgecam view`.
+pub(crate) fn multipart_part(headers: &[(&str, String)], image: &[u8]) -> Bytes {
+    let mut head = format!("--{BOUNDARY}\r\n");
+    for (k, v) in headers {
+        let v: String = v.chars().filter(|c| !c.is_control()).collect();
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut part = Vec::with_capacity(head.len() + image.len() + 2);
     part.extend_from_slice(head.as_bytes());
-    part.extend_from_slice(&p.image);
+    part.extend_from_slice(image);
     part.extend_from_slice(b"\r\n");
     Bytes::from(part)
 }

@@ -45,6 +45,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::consume::{browser_image, record_meta, Converter};
+use crate::http::BOUNDARY;
 use crate::limits::Limits;
 
 /// The page, embedded: `src/view/page.html`.
@@ -59,9 +60,6 @@ const TAIL_RECORDS: i64 = 500;
 
 /// How long one `poll` waits.
 const POLL: Duration = Duration::from_millis(100);
-
-/// The multipart boundary of a stream.
-const BOUNDARY: &str = "edgecamframe";
 
 /// Options of `edgecam view`.
 #[derive(Debug, Clone)]
@@ -187,18 +185,7 @@ impl ViewFrame {
 
     /// One part of a stream: boundary, headers, the image.
     pub fn part(&self) -> Bytes {
-        let mut head = format!("--{BOUNDARY}\r\n");
-        for (k, v) in self.headers() {
-            // Header values come from the record; keep each on one line.
-            let v: String = v.chars().filter(|c| !c.is_control()).collect();
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut out = Vec::with_capacity(head.len() + self.image.len() + 2);
-        out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&self.image);
-        out.extend_from_slice(b"\r\n");
-        Bytes::from(out)
+        crate::http::multipart_part(&self.headers(), &self.image)
     }
 }
 
