@@ -38,5 +38,6 @@ pub mod service;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod testdata;
 pub mod throttle;
 pub mod view;

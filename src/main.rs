@@ -152,9 +152,10 @@ enum Command {
     /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
     /// footage; prints a table.
     Bench {
-        /// Folder with the real footage (vtest MJPEG and photographs).
-        #[arg(long, default_value = "../shared/data")]
-        data_dir: PathBuf,
+        /// Folder with the real footage (vtest MJPEG and photographs) that scripts/testdata
+        /// makes [default: $EDGECAM_TESTDATA, else target/testdata]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Timed repetitions per row; the table shows the median.
         #[arg(long, default_value_t = 5)]
         iterations: u32,
@@ -533,7 +534,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_kafka,
         } => {
             let opts = edgecam::bench::BenchOptions {
-                data_dir,
+                data_dir: data_dir.unwrap_or_else(edgecam::testdata::dir),
                 iterations,
                 end_to_end: !no_kafka,
                 ..Default::default()

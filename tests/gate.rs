@@ -13,10 +13,10 @@ use edgecam::metrics::{DropReason, Metrics};
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
-const VTEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/vtest-768x576-10fps.mjpeg"
-);
+/// The 300 frames of real footage (`scripts/testdata`).
+fn vtest() -> std::path::PathBuf {
+    common::testdata("vtest-768x576-10fps.mjpeg")
+}
 
 /// Runs an agent over the MJPEG file `path` (as fast as it can be read) with `[gate]` on;
 /// returns (delivered, unchanged, captured).
@@ -53,8 +53,7 @@ async fn gated(path: &std::path::Path, gate: &str) -> (u64, u64, u64) {
 }
 
 fn vtest_frames() -> Vec<bytes::Bytes> {
-    let data =
-        bytes::Bytes::from(std::fs::read(VTEST).expect("../shared/data beside the repository"));
+    let data = bytes::Bytes::from(std::fs::read(vtest()).unwrap());
     let mut frames = Vec::new();
     let mut at = 0;
     while let Some(start) = memchr::memmem::find(&data[at..], &[0xFF, 0xD8]) {
@@ -77,8 +76,7 @@ fn write_mjpeg(dir: &tempfile::TempDir, name: &str, frames: &[Vec<u8>]) -> std::
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gate_passes_people_walking_and_suppresses_a_still_scene() {
     // People walking: most of the 300 frames show motion.
-    let (passed, unchanged, captured) =
-        gated(std::path::Path::new(VTEST), "heartbeat_secs = 0").await;
+    let (passed, unchanged, captured) = gated(&vtest(), "heartbeat_secs = 0").await;
     assert_eq!(captured, 300);
     assert_eq!(passed + unchanged, captured);
     assert!(

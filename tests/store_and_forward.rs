@@ -305,14 +305,8 @@ async fn kill_9_a_hundred_times_loses_no_spooled_frame() {
 /// instead of filling the spool.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_replay_delivers_all_300_frames_without_spooling() {
-    let footage = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/data/vtest-768x576-10fps.mjpeg"
-    );
-    assert!(
-        std::path::Path::new(footage).exists(),
-        "{footage} is missing"
-    );
+    let footage = common::testdata("vtest-768x576-10fps.mjpeg");
+    let footage = footage.display();
     let cluster = MockCluster::new(1).unwrap();
     let topic = unique_topic("replay300");
     cluster.create_topic(&topic, 1, 1).unwrap();

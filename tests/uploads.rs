@@ -23,9 +23,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The large real photograph (1.24 MB) that does not fit the budgets used here.
-const RAINDROPS: &str = "/work/shared/data/raindrops-1920x1200.jpg";
-
 /// Client-side guard on one request: far above any `timeout_ms` used here.
 const REQUEST_GUARD: Duration = Duration::from_secs(60);
 
@@ -53,9 +50,11 @@ fn png_of(jpeg: &[u8], width: u32) -> Bytes {
     out.into_inner().into()
 }
 
+/// The large real photograph (1.24 MB, `scripts/testdata`) that does not fit the budgets
+/// used here.
 fn raindrops() -> Bytes {
-    std::fs::read(RAINDROPS)
-        .unwrap_or_else(|e| panic!("{RAINDROPS} (the shared real photographs) is needed: {e}"))
+    std::fs::read(common::testdata("raindrops-1920x1200.jpg"))
+        .unwrap()
         .into()
 }
 

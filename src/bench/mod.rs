@@ -63,8 +63,8 @@ const ELEPHANT_FRAMES: usize = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchOptions {
     /// Folder with the real footage: [`VTEST_FILE`], [`STORM_FILE`], [`RAINDROPS_FILE`],
-    /// [`ELEPHANTS_FILE`]. Default `../shared/data` (relative to the working directory, i.e.
-    /// the repository when run through cargo).
+    /// [`ELEPHANTS_FILE`]. Default [`crate::testdata::dir`] (`target/testdata`, made by
+    /// `scripts/testdata`, or `$EDGECAM_TESTDATA`).
     pub data_dir: PathBuf,
     /// MJPEG file used for the 768×576 rows when `data_dir` has no [`VTEST_FILE`]
     /// (default `tests/fixtures/vtest-10.mjpeg`, 10 frames). The other rows are then skipped.
@@ -83,7 +83,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            data_dir: PathBuf::from("../shared/data"),
+            data_dir: crate::testdata::dir(),
             fallback: PathBuf::from("tests/fixtures/vtest-10.mjpeg"),
             iterations: 5,
             max_message_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
@@ -1321,14 +1321,12 @@ mod tests {
     }
 
     /// The real figures: `cargo test --release --lib bench::tests::real_data -- --ignored
-    /// --nocapture` (needs `../shared/data`).
+    /// --nocapture` (needs `scripts/testdata`).
     #[test]
     #[ignore = "minutes of CPU; run by hand in release mode"]
     fn real_data() {
         let opts = BenchOptions {
-            data_dir: PathBuf::from(
-                std::env::var("EDGECAM_BENCH_DATA").unwrap_or_else(|_| "../shared/data".into()),
-            ),
+            data_dir: crate::testdata::dir(),
             iterations: std::env::var("EDGECAM_BENCH_ITERATIONS")
                 .ok()
                 .and_then(|v| v.parse().ok())

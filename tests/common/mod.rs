@@ -18,6 +18,13 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Path of the committed footage excerpt (10 frames, 768x576).
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vtest-10.mjpeg");
 
+/// A file of the real footage and photographs that `scripts/testdata` derives from Debian
+/// packages (`edgecam::testdata`). A missing file fails the test with a message naming that
+/// script: the tests that need it never skip.
+pub fn testdata(name: &str) -> std::path::PathBuf {
+    edgecam::testdata::file(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The fixture's frames, as the files they are.
 pub fn fixture_frames() -> Vec<bytes::Bytes> {
     let data = std::fs::read(FIXTURE).unwrap();
