@@ -304,13 +304,8 @@ fn reload_on_sighup(
     let started = live.config.borrow().clone();
     // The largest record the sink was set up for: librdkafka's message.max.bytes, or the
     // MQTT client's packet limit (sized from the budget at start).
-    let sink_max = match started.sink.kind {
-        config::SinkKind::Kafka => edgecam::sink::kafka::producer_max_bytes(
-            started.kafka(),
-            started.encode.max_message_bytes.get(),
-        ),
-        config::SinkKind::Mqtt => started.encode.max_message_bytes.get(),
-    };
+    let sink_max =
+        edgecam::sink::max_record_bytes(&started.sink, started.encode.max_message_bytes.get());
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let new = match config::load(&path, std::env::vars()) {
@@ -639,7 +634,7 @@ fn kafka_source(args: KafkaArgs) -> Result<KafkaSource, ExitCode> {
             let loaded = load_config(path)?;
             let kafka = loaded
                 .agent
-                .and_then(|a| a.kafka)
+                .and_then(|a| a.kafka().cloned())
                 .or(loaded.bridge.map(|b| b.kafka));
             match kafka {
                 Some(k) => Some(k),

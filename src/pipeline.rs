@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkKind, SpoolMode};
+use crate::config::{Config, SinkConfig, SpoolMode};
 pub use crate::control::Live;
 use crate::encode::Encoder;
 use crate::frame::Frame;
 use crate::metrics::{DropReason, Metrics};
 use crate::queue::{FrameQueue, Push};
 use crate::record::FrameRecord;
-use crate::sink::kafka::{ensure_topics, KafkaSink, KafkaSinkError, SinkReport};
-use crate::sink::mqtt::MqttSink;
-use crate::sink::{AckTx, Destination, Outgoing, Sink};
+use crate::sink::mqtt::MqttControlPlane;
+use crate::sink::{AckTx, Destination, Outgoing, SinkReport};
 use crate::source::{self, RateLimit, Source, SourceError};
 use crate::spool::{DirStorage, SeqFile, Spool, SpoolOptions};
 use crate::throttle::Throttle;
@@ -33,9 +32,10 @@ pub enum RunError {
     /// The source could not be opened (and is not a camera worth waiting for).
     #[error("source: {0}")]
     Source(#[from] SourceError),
-    /// The Kafka producer could not be created or the topic not ensured.
+    /// The sink could not be opened: the Kafka producer could not be created or the topic
+    /// not ensured, or the MQTT client not set up.
     #[error(transparent)]
-    Kafka(#[from] KafkaSinkError),
+    Sink(#[from] crate::sink::OpenError),
     /// libjpeg-turbo could not be initialised.
     #[error("encoder: {0}")]
     Encoder(#[from] crate::encode::CodecError),
@@ -46,7 +46,8 @@ pub enum RunError {
     /// `spool.path`, `XDG_STATE_HOME`, `HOME` is set.
     #[error("no spool directory: set spool.path (or STATE_DIRECTORY, XDG_STATE_HOME or HOME), or spool.mode = \"off\"")]
     NoSpoolDirectory,
-    /// `[mqtt.tls]` could not be set up: a file changed since the configuration was loaded.
+    /// The MQTT control plane's `[mqtt.tls]` could not be set up: a file changed since the
+    /// configuration was loaded.
     #[error("mqtt: {0}")]
     Mqtt(#[from] crate::config::ConfigError),
     /// `http.listen` could not be bound.
@@ -285,9 +286,9 @@ fn open_spool(
     Ok((Some(spool), Some(seq)))
 }
 
-/// `true` when dropped frames are reported to a Kafka error topic.
+/// `true` when dropped frames are reported to the sink's error topic.
 fn has_error_topic(cfg: &Config) -> bool {
-    cfg.sink.kind == SinkKind::Kafka && cfg.kafka.as_ref().is_some_and(|k| k.error_topic.is_some())
+    cfg.sink.error_topic().is_some()
 }
 
 /// A small JSON report for the error topic.
@@ -490,10 +491,7 @@ pub async fn run_live(
             crate::http::serve_agent(
                 addr,
                 &cfg.device.id,
-                match cfg.sink.kind {
-                    SinkKind::Kafka => "kafka",
-                    SinkKind::Mqtt => "mqtt",
-                },
+                cfg.sink.kind().as_str(),
                 Duration::from_millis(cfg.http.ready_within_ms.get()),
                 metrics.clone(),
                 preview_rx,
@@ -503,52 +501,24 @@ pub async fn run_live(
         ),
         None => None,
     };
-    let sink: Box<dyn Sink> = match cfg.sink.kind {
-        SinkKind::Kafka => {
-            let kafka = cfg.kafka();
-            if let Some(p) = kafka.create_topic_partitions {
-                let mut topics = vec![kafka.topic.as_str()];
-                if let Some(t) = &kafka.error_topic {
-                    topics.push(t);
-                }
-                ensure_topics(
-                    &kafka.producer_config(max_bytes),
-                    &topics,
-                    p.get() as i32,
-                    kafka.create_topic_replication.get() as i32,
-                )
-                .await?;
-            }
-            Box::new(KafkaSink::new(kafka, max_bytes, metrics.clone())?)
-        }
-        SinkKind::Mqtt => Box::new(
-            MqttSink::new(
-                cfg.mqtt
-                    .as_ref()
-                    .expect("validated: [mqtt] is present for an MQTT sink"),
-                &cfg.device.id,
-                max_bytes,
-                metrics.clone(),
-            )?
-            .with_control(live.clone()),
-        ),
-    };
+    let sink = crate::sink::open(&cfg.sink, max_bytes, metrics.clone(), live.clone()).await?;
     let (spool, seq_file) = open_spool(&cfg, &metrics)?;
-    // With a Kafka sink, an [mqtt] table still gives the device its control plane, on a
-    // connection that carries no frames. It ends when `_control_input` is dropped.
-    let (_control_input, control_task) = match (&cfg.sink.kind, &cfg.mqtt) {
-        (SinkKind::Kafka, Some(m)) if m.control => {
-            let (tx, rx) = mpsc::channel(1);
-            let control = MqttSink::new(m, &cfg.device.id, max_bytes, metrics.clone())?
-                .with_control(live.clone());
-            let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
-            (
-                Some(tx),
-                Some(tokio::spawn(control.run(rx, shutdown.clone(), grace))),
-            )
-        }
-        _ => (None, None),
+    // The MQTT control plane, as a task of its own beside a sink that does not carry it. It
+    // ends when `control_stop` is cancelled, after the sink.
+    let control_stop = CancellationToken::new();
+    let _control_guard = control_stop.clone().drop_guard();
+    let control = match &cfg.sink {
+        SinkConfig::Kafka(_) => match &cfg.control {
+            Some(m) => MqttControlPlane::new(m, live.clone(), metrics.clone())?,
+            None => None,
+        },
+        // The MQTT sink's own connection carries it.
+        SinkConfig::Mqtt(_) => None,
     };
+    let control_task = control.map(|c| {
+        let grace = Duration::from_millis(cfg.pipeline.shutdown_grace_ms.get());
+        tokio::spawn(c.run(control_stop.clone(), grace))
+    });
     let encoder = Encoder::with_limits(
         &cfg.device.id,
         cfg.encode.clone(),
@@ -646,7 +616,7 @@ pub async fn run_live(
         .and_then(Result::ok)
         .ok_or(RunError::ForwarderPanicked)?;
     report.undelivered = lost;
-    drop(_control_input);
+    control_stop.cancel();
     if let Some(t) = control_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }

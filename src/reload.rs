@@ -132,7 +132,7 @@ mod tests {
     fn other_keys_need_a_restart_and_are_not_applied() {
         let running = cfg("");
         let mut new = cfg("[pipeline]\nqueue_frames = 3\n");
-        new.kafka.as_mut().unwrap().topic = crate::config::TopicName::new("other").unwrap();
+        new.kafka_mut().unwrap().topic = crate::config::TopicName::new("other").unwrap();
         new.encode.quality_min = crate::config::Quality::new(30).unwrap();
         let p = plan(&running, &new, 1_000_000);
         assert_eq!(
@@ -140,7 +140,7 @@ mod tests {
             vec!["kafka.topic", "pipeline.queue_frames"]
         );
         assert_eq!(p.live, vec!["encode.quality_min"]);
-        assert_eq!(p.apply.kafka, running.kafka);
+        assert_eq!(p.apply.sink, running.sink);
         assert_eq!(p.apply.pipeline, running.pipeline);
         assert_eq!(p.apply.encode.quality_min, 30);
     }

@@ -266,3 +266,81 @@ async fn last_will_says_offline_when_the_agent_is_killed() {
     })
     .await;
 }
+
+/// A Kafka agent with `[mqtt]` gets its control plane on a connection of its own that
+/// carries no frames: status `online`, commands applied to the running agent and shown in
+/// the retained state, and at a clean stop the final state, then a retained `offline`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_agent_has_the_control_plane_on_a_connection_of_its_own() {
+    let broker = Mosquitto::start();
+    let port = broker.port();
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let topic = common::unique_topic("control-beside-kafka");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let (_s, status) = subscriber(port, "t-k-status", "edgecam/gate-k/status").await;
+    let (_t, state) = subscriber(port, "t-k-state", "edgecam/gate-k/state").await;
+    let (_f, frames) = subscriber(port, "t-k-frames", "edgecam/gate-k/frame").await;
+    let (cmd, _) = subscriber(port, "t-k-cmd", "unused/topic").await;
+    let cfg = edgecam::config::load_str(
+        &format!(
+            "[device]\nid = \"gate-k\"\n[source]\nkind = \"synthetic\"\nwidth = 96\nheight = 64\nfps = 20\n\
+             [encode]\nquality_max = 90\nquality_min = 30\n\
+             [kafka]\nbootstrap_servers = \"{}\"\ntopic = \"{topic}\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n",
+            cluster.bootstrap_servers()
+        ),
+        common::state_env(),
+    )
+    .unwrap();
+    let live = Arc::new(Live::new(cfg.clone()));
+    let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run_live(
+        cfg,
+        stop.clone(),
+        metrics.clone(),
+        live.clone(),
+    ));
+    let payloads = |i: &Inbox| {
+        i.lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.payload.to_vec())
+            .collect::<Vec<_>>()
+    };
+    eventually("online", || payloads(&status).contains(&b"online".to_vec())).await;
+    eventually("frames delivered to Kafka", || {
+        metrics.delivered.load(Relaxed) >= 5
+    })
+    .await;
+    cmd.publish(
+        "edgecam/gate-k/set/quality_max",
+        QoS::AtLeastOnce,
+        false,
+        "50",
+    )
+    .await
+    .unwrap();
+    eventually("state quality_max 50", || {
+        last_state(&state).is_some_and(|v| v["quality_max"] == 50)
+    })
+    .await;
+    assert_eq!(live.config.borrow().encode.quality_max, 50);
+
+    stop.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    let delivered = metrics.delivered.load(Relaxed);
+    assert_eq!(report.sink.delivered.get(&topic).copied(), Some(delivered));
+    eventually("offline after a clean stop", || {
+        payloads(&status).last() == Some(&b"offline".to_vec())
+    })
+    .await;
+    let v = last_state(&state).unwrap();
+    assert_eq!(v["frames_published"], delivered, "the final state");
+    assert_eq!(frame_count(&frames), 0, "frames go to Kafka, never to MQTT");
+}

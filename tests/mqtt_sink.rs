@@ -161,7 +161,7 @@ async fn frozen_broker_is_detected_and_nothing_is_lost() {
         "lane",
         &format!("fps = 10\nmax_frames = {n}"),
     );
-    let m = cfg.mqtt.as_mut().unwrap();
+    let m = cfg.mqtt_mut().unwrap();
     m.keep_alive_secs = edgecam::config::types::KeepAliveSecs::new(5).unwrap();
     m.silence_timeout_secs = 6;
     let metrics = Arc::new(Metrics::default());
@@ -202,7 +202,7 @@ async fn bench_agent_to_mosquitto() {
             &format!("fps = 0\nmax_frames = {n}"),
         );
         cfg.encode.max_message_bytes = edgecam::config::types::Budget::new(1_000_000).unwrap();
-        cfg.mqtt.as_mut().unwrap().max_in_flight =
+        cfg.mqtt_mut().unwrap().max_in_flight =
             edgecam::config::types::MqttInFlight::new(in_flight).unwrap();
         let metrics = Arc::new(Metrics::default());
         let t = std::time::Instant::now();

@@ -74,7 +74,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::sink::kafka::{KafkaSink, KafkaSinkError, SinkReport};
+use crate::sink::kafka::{KafkaSink, KafkaSinkError};
+use crate::sink::SinkReport;
 use crate::sink::{Ack, AckTx, Destination, Outgoing};
 use rdkafka::error::KafkaError;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule};

@@ -10,8 +10,9 @@
 //! program is installed, librdkafka accepts every producer property of this build. A camera
 //! device that is absent is only a warning (it may be plugged in later).
 //!
-//! One file per table: [`source`], [`encode`] (with `[transform]`), [`pipeline`] (with
-//! `[sink]`), [`kafka`], [`mqtt`], [`bridge`]; bounded values in [`types`]; errors in
+//! One file per table: [`source`], [`encode`] (with `[transform]`), [`pipeline`], [`sink`]
+//! (the resolved [`SinkConfig`]: `[sink] kind` with its backend's table), [`kafka`], [`mqtt`],
+//! [`bridge`]; bounded values in [`types`]; errors in
 //! [`error`]. `edgecam check-config` prints the resolved configuration (secrets redacted) or
 //! the error, and exits 64 on error; `edgecam run` and `edgecam bridge` run the same checks
 //! before they open anything and exit 64 too.
@@ -34,6 +35,7 @@ pub mod mqtt;
 mod naming;
 pub mod pipeline;
 pub mod secret;
+pub mod sink;
 pub mod source;
 pub mod spool;
 pub mod types;
@@ -51,8 +53,9 @@ pub use kafka::{KafkaConfig, PropertyValue};
 pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTls};
-pub use pipeline::{OverflowPolicy, PipelineConfig, SinkConfig, SinkKind};
+pub use pipeline::{OverflowPolicy, PipelineConfig};
 pub use secret::{Secret, SecretSource};
+pub use sink::{SinkConfig, SinkKind, SinkTable};
 pub use source::{CameraFormat, SourceConfig, SourceKind};
 pub use spool::{SpoolConfig, SpoolMode};
 pub use types::{valid_device_id, DeviceId, Quality, TopicName};
@@ -71,7 +74,10 @@ pub struct DeviceConfig {
 }
 
 /// The whole configuration of one agent (one device).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+///
+/// Serialises (`check-config`, the SIGHUP diff) in the file's own shape: `[sink] kind`,
+/// then `[kafka]` and `[mqtt]` as written.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Who this agent is.
     pub device: DeviceConfig,
@@ -85,33 +91,92 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// How large one captured image may be.
     pub limits: LimitsConfig,
-    /// Which sink publishes frames: Kafka (default) or MQTT.
+    /// Which sink publishes frames, with its table: Kafka (default) or MQTT.
     pub sink: SinkConfig,
     /// Frames kept on disk while the sink cannot take them.
     pub spool: SpoolConfig,
-    /// Metrics, health and live-view endpoints.
+    /// Metrics, health and live view endpoints.
     pub http: HttpConfig,
     /// Log format, level and progress lines.
     pub log: LogConfig,
     /// Publish only when the scene changes.
     pub gate: GateConfig,
-    /// Kafka settings; present when `sink.kind = "kafka"`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaConfig>,
-    /// MQTT settings; present when `sink.kind = "mqtt"`. When present with a Kafka sink,
-    /// only the control plane (status, state, commands) uses it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mqtt: Option<MqttConfig>,
+    /// `[mqtt]` beside a sink that is not MQTT: only the control plane (status, state,
+    /// commands) uses it, on a connection of its own. `None` when the sink is MQTT (its
+    /// table is in [`SinkConfig::Mqtt`]) or the file has no `[mqtt]`.
+    pub control: Option<MqttConfig>,
 }
 
 impl Config {
-    /// The `[kafka]` table. Validation guarantees it exists when `sink.kind = "kafka"`.
-    ///
-    /// Panics if called on a configuration without `[kafka]` (a bug: check `sink.kind`).
-    pub fn kafka(&self) -> &KafkaConfig {
-        self.kafka
-            .as_ref()
-            .expect("validated: [kafka] is present for a Kafka sink")
+    /// The `[kafka]` table, when Kafka is the sink.
+    pub fn kafka(&self) -> Option<&KafkaConfig> {
+        self.sink.kafka()
+    }
+
+    /// The `[mqtt]` table, whether it configures the sink or only the control plane.
+    pub fn mqtt(&self) -> Option<&MqttConfig> {
+        match &self.sink {
+            SinkConfig::Mqtt(m) => Some(m),
+            SinkConfig::Kafka(_) => self.control.as_ref(),
+        }
+    }
+
+    /// The `[kafka]` table to change (tests, tools), when Kafka is the sink.
+    pub fn kafka_mut(&mut self) -> Option<&mut KafkaConfig> {
+        match &mut self.sink {
+            SinkConfig::Kafka(k) => Some(k),
+            SinkConfig::Mqtt(_) => None,
+        }
+    }
+
+    /// The `[mqtt]` table to change (tests, tools), as [`Config::mqtt`].
+    pub fn mqtt_mut(&mut self) -> Option<&mut MqttConfig> {
+        match &mut self.sink {
+            SinkConfig::Mqtt(m) => Some(m),
+            SinkConfig::Kafka(_) => self.control.as_mut(),
+        }
+    }
+}
+
+impl Serialize for Config {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// [`Config`] in the file's shape.
+        #[derive(Serialize)]
+        struct Shape<'a> {
+            device: &'a DeviceConfig,
+            source: &'a SourceConfig,
+            transform: &'a TransformConfig,
+            encode: &'a EncodeConfig,
+            pipeline: &'a PipelineConfig,
+            limits: &'a LimitsConfig,
+            sink: SinkTable,
+            spool: &'a SpoolConfig,
+            http: &'a HttpConfig,
+            log: &'a LogConfig,
+            gate: &'a GateConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kafka: Option<&'a KafkaConfig>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            mqtt: Option<&'a MqttConfig>,
+        }
+        Shape {
+            device: &self.device,
+            source: &self.source,
+            transform: &self.transform,
+            encode: &self.encode,
+            pipeline: &self.pipeline,
+            limits: &self.limits,
+            sink: SinkTable {
+                kind: self.sink.kind(),
+            },
+            spool: &self.spool,
+            http: &self.http,
+            log: &self.log,
+            gate: &self.gate,
+            kafka: self.kafka(),
+            mqtt: self.mqtt(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -125,7 +190,7 @@ struct FileDoc {
     encode: Option<EncodeConfig>,
     pipeline: Option<PipelineConfig>,
     limits: Option<LimitsConfig>,
-    sink: Option<SinkConfig>,
+    sink: Option<SinkTable>,
     spool: Option<SpoolConfig>,
     http: Option<HttpConfig>,
     log: Option<LogConfig>,
@@ -171,14 +236,11 @@ impl Loaded {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(a) = &self.agent {
-            let sink = match a.sink.kind {
-                SinkKind::Kafka => "kafka",
-                SinkKind::Mqtt => "mqtt",
-            };
             parts.push(format!(
-                "agent configuration (device {}, source {}, sink {sink})",
+                "agent configuration (device {}, source {}, sink {})",
                 a.device.id,
-                a.source.describe()
+                a.source.describe(),
+                a.sink.kind().as_str()
             ));
         }
         if let Some(b) = &self.bridge {
@@ -196,16 +258,22 @@ impl Loaded {
     /// shown as `<redacted…>`).
     pub fn to_toml(&self) -> String {
         /// The bridge's own table, for a file that also holds an agent (whose `[mqtt]` and
-        /// `[kafka]` are the same tables).
+        /// `[kafka]` are the same tables), with `[kafka]` when the agent's sink is not Kafka.
         #[derive(Serialize)]
         struct BridgeOnly<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kafka: Option<&'a KafkaConfig>,
             bridge: &'a BridgeConfig,
         }
         let text = match (&self.agent, &self.bridge) {
             (Some(a), None) => toml::to_string_pretty(a),
             (None, Some(b)) => toml::to_string_pretty(b),
-            (Some(a), Some(b)) => toml::to_string_pretty(a).and_then(|a| {
-                Ok(a + "\n" + &toml::to_string_pretty(&BridgeOnly { bridge: &b.bridge })?)
+            (Some(a), Some(b)) => toml::to_string_pretty(a).and_then(|text| {
+                let rest = BridgeOnly {
+                    kafka: a.kafka().is_none().then_some(&b.kafka),
+                    bridge: &b.bridge,
+                };
+                Ok(text + "\n" + &toml::to_string_pretty(&rest)?)
             }),
             (None, None) => Ok(String::new()),
         };
@@ -377,31 +445,29 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
             transform.check()?;
             let encode = f.encode.unwrap_or_default();
             encode.check()?;
-            let sink = f.sink.unwrap_or_default();
-            match (sink.kind, &kafka, &mqtt) {
-                (SinkKind::Kafka, None, _) => {
-                    return Err(ConfigError::Missing {
-                        key: "kafka".into(),
-                        origin: None,
-                    })
-                }
-                (SinkKind::Mqtt, _, None) => {
-                    return Err(ConfigError::Missing {
-                        key: "mqtt".into(),
-                        origin: None,
-                    })
-                }
-                _ => {}
-            }
+            let kind = f.sink.unwrap_or_default().kind;
+            let missing = || ConfigError::Missing {
+                key: kind.table().into(),
+                origin: None,
+            };
+            let sink = match kind {
+                SinkKind::Kafka => SinkConfig::Kafka(kafka.clone().ok_or_else(missing)?),
+                SinkKind::Mqtt => SinkConfig::Mqtt(mqtt.clone().ok_or_else(missing)?),
+            };
+            // [mqtt] beside another sink serves the control plane only.
+            let control = match &sink {
+                SinkConfig::Kafka(_) => mqtt.clone(),
+                SinkConfig::Mqtt(_) => None,
+            };
             if let Some(k) = &kafka {
                 k.check(kafka::KafkaUser::Agent {
                     budget: encode.max_message_bytes.get(),
                 })?;
             }
             if let Some(m) = &mqtt {
-                m.check(match sink.kind {
-                    SinkKind::Mqtt => mqtt::MqttUser::AgentSink,
-                    SinkKind::Kafka => mqtt::MqttUser::AgentControl,
+                m.check(match &sink {
+                    SinkConfig::Mqtt(_) => mqtt::MqttUser::AgentSink,
+                    SinkConfig::Kafka(_) => mqtt::MqttUser::AgentControl,
                 })?;
             }
             let gate = f.gate.unwrap_or_default();
@@ -420,8 +486,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 http: http.clone(),
                 log: log.clone(),
                 gate,
-                kafka: kafka.clone(),
-                mqtt: mqtt.clone(),
+                control,
             }
         };
         Some(config)
@@ -470,10 +535,13 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
                 warnings.push(w);
             }
         }
-        if a.sink.kind == SinkKind::Kafka {
-            a.kafka().check_machine()?;
-            a.kafka()
-                .check_with_librdkafka(a.encode.max_message_bytes.get())?;
+        match &a.sink {
+            SinkConfig::Kafka(k) => {
+                k.check_machine()?;
+                k.check_with_librdkafka(a.encode.max_message_bytes.get())?;
+            }
+            // Its TLS files were checked above, with any [mqtt].
+            SinkConfig::Mqtt(_) => {}
         }
     }
     if let Some(b) = &bridge {

@@ -1,4 +1,4 @@
-//! `[pipeline]` (queues, shutdown) and `[sink]` (where frames go).
+//! `[pipeline]`: queues between stages, shutdown.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,26 +80,6 @@ impl Default for PipelineConfig {
             shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }
-}
-
-/// Which sink publishes frames.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// Kafka, directly (`[kafka]`).
-    #[default]
-    Kafka,
-    /// An MQTT broker (`[mqtt]`); `edgecam bridge` moves frames on into Kafka.
-    Mqtt,
-}
-
-/// `[sink]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    /// `kafka | mqtt`.
-    #[serde(default)]
-    pub kind: SinkKind,
 }
 
 #[cfg(test)]

@@ -63,12 +63,12 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.encode, EncodeConfig::default());
     assert_eq!(c.encode.max_message_bytes.get(), DEFAULT_MAX_MESSAGE_BYTES);
     assert_eq!(c.pipeline, PipelineConfig::default());
-    assert_eq!(c.kafka().topic, "edgecam.frames");
-    assert_eq!(c.kafka().error_topic, None);
-    assert_eq!(c.kafka().max_in_flight.get(), 32);
-    assert_eq!(c.kafka().message_timeout_ms.get(), 60_000);
-    assert!(c.kafka().properties.is_empty());
-    assert!(c.mqtt.is_none());
+    assert_eq!(c.kafka().unwrap().topic, "edgecam.frames");
+    assert_eq!(c.kafka().unwrap().error_topic, None);
+    assert_eq!(c.kafka().unwrap().max_in_flight.get(), 32);
+    assert_eq!(c.kafka().unwrap().message_timeout_ms.get(), 60_000);
+    assert!(c.kafka().unwrap().properties.is_empty());
+    assert!(c.mqtt().is_none());
 }
 
 #[test]
@@ -166,13 +166,16 @@ fn env_overrides_apply_and_are_typed_strictly() {
         ]),
     )
     .unwrap();
-    assert_eq!(c.kafka().bootstrap_servers, "b:9092");
+    assert_eq!(c.kafka().unwrap().bootstrap_servers, "b:9092");
     assert_eq!(c.encode.max_message_bytes.get(), 500_000);
     assert_eq!(c.source.fps, 2.5);
     assert!(!c.encode.passthrough);
     assert_eq!(c.encode.codec, Codec::Zstd);
-    assert_eq!(c.kafka().create_topic_partitions.map(|p| p.get()), Some(6));
-    assert_eq!(c.kafka().topic, "lower.case.works");
+    assert_eq!(
+        c.kafka().unwrap().create_topic_partitions.map(|p| p.get()),
+        Some(6)
+    );
+    assert_eq!(c.kafka().unwrap().topic, "lower.case.works");
 }
 
 #[test]
@@ -186,7 +189,7 @@ fn env_supplies_a_missing_table_and_lists() {
         ]),
     )
     .unwrap();
-    assert_eq!(c.kafka().bootstrap_servers, "k:9092");
+    assert_eq!(c.kafka().unwrap().bootstrap_servers, "k:9092");
     assert_eq!(
         c.source.command,
         Some(vec!["cat".to_string(), "clip.mjpeg".to_string()])
@@ -205,7 +208,7 @@ fn env_strings_are_not_reparsed() {
     )
     .unwrap();
     assert_eq!(c.device.id, "0042");
-    assert_eq!(c.kafka().topic, "1e3");
+    assert_eq!(c.kafka().unwrap().topic, "1e3");
     assert_eq!(c.source.device, "007");
 }
 
@@ -234,7 +237,7 @@ fn dotted_property_names_survive_and_env_overrides_them() {
          \"socket.keepalive.enable\" = false",
     );
     let c = resolve(&text, no_env()).unwrap();
-    let p = &c.kafka().properties;
+    let p = &c.kafka().unwrap().properties;
     assert_eq!(p.len(), 3, "{p:?}");
     assert_eq!(p["linger.ms"], PropertyValue::Int(5));
     assert_eq!(p["compression.type"], PropertyValue::Text("lz4".into()));
@@ -248,7 +251,7 @@ fn dotted_property_names_survive_and_env_overrides_them() {
         ]),
     )
     .unwrap();
-    let p = &c.kafka().properties;
+    let p = &c.kafka().unwrap().properties;
     assert_eq!(p["linger.ms"].config_value(), "20");
     assert_eq!(p["client.id"].config_value(), "cam-01");
     assert_eq!(p.len(), 4, "{p:?}");
@@ -270,7 +273,7 @@ fn relative_paths_resolve_against_the_config_directory() {
         c.source.path.as_deref(),
         Some(dir.path().join("etc/cams/clip.mjpeg").as_path())
     );
-    let password = c.mqtt.as_ref().unwrap().password.as_ref().unwrap();
+    let password = c.mqtt().unwrap().password.as_ref().unwrap();
     assert_eq!(password.expose(), "s3cret");
     assert_eq!(
         password.source(),
@@ -301,10 +304,10 @@ fn secrets_come_from_credentials_and_are_never_printed() {
     )
     .unwrap();
     let c = loaded.agent.as_ref().unwrap();
-    let p = &c.kafka().properties;
+    let p = &c.kafka().unwrap().properties;
     assert_eq!(p["sasl.password"].config_value(), "kafka-s3cret");
     assert_eq!(
-        c.mqtt.as_ref().unwrap().password.as_ref().unwrap().expose(),
+        c.mqtt().unwrap().password.as_ref().unwrap().expose(),
         "inline-s3cret"
     );
     let shown = [
@@ -323,7 +326,7 @@ fn secrets_come_from_credentials_and_are_never_printed() {
         .to_toml()
         .contains("<redacted: from credential kafka>"));
     // The producer gets the real value.
-    let native = c.kafka().producer_config(1_000_000);
+    let native = c.kafka().unwrap().producer_config(1_000_000);
     assert_eq!(native.get("sasl.password"), Some("kafka-s3cret"));
 }
 
@@ -426,7 +429,10 @@ fn example_files_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let c = load(&root.join("config/edgecam.example.toml"), no_env()).unwrap();
     assert_eq!(c.source.kind, SourceKind::Synthetic);
-    assert_eq!(c.kafka().properties["linger.ms"], PropertyValue::Int(5));
+    assert_eq!(
+        c.kafka().unwrap().properties["linger.ms"],
+        PropertyValue::Int(5)
+    );
     // The documented defaults are the real defaults.
     assert_eq!(c.encode, EncodeConfig::default());
     assert_eq!(c.pipeline, PipelineConfig::default());
@@ -531,7 +537,7 @@ fn example_documents_every_key() {
         ("transform", fields_of::<TransformConfig>()),
         ("encode", fields_of::<EncodeConfig>()),
         ("pipeline", fields_of::<PipelineConfig>()),
-        ("sink", fields_of::<SinkConfig>()),
+        ("sink", fields_of::<SinkTable>()),
         ("kafka", fields_of::<KafkaConfig>()),
         ("mqtt", fields_of::<MqttConfig>()),
         ("mqtt.tls", fields_of::<MqttTls>()),
@@ -592,8 +598,8 @@ fn sink_and_mqtt_rules_name_the_key() {
         );
     }
     let ok = resolve(&format!("{base}[sink]\nkind = \"mqtt\"\n{mqtt}"), no_env()).unwrap();
-    assert!(ok.kafka.is_none());
-    let m = ok.mqtt.unwrap();
+    assert!(ok.kafka().is_none());
+    let m = ok.mqtt().unwrap();
     assert_eq!(
         (m.port(), m.qos.get(), m.frame_topic("cam").as_str()),
         (1883, 1, "edgecam/cam/frame")
@@ -652,7 +658,7 @@ fn mqtt_tls_defaults_its_port_and_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let mqtt = |tls: &str| format!("[sink]\nkind = \"mqtt\"\n[mqtt]\nhost = \"broker\"\n{tls}");
     let c = resolve(&min_with(&mqtt("")), no_env()).unwrap();
-    assert_eq!(c.mqtt.as_ref().unwrap().port(), 1883);
+    assert_eq!(c.mqtt().unwrap().port(), 1883);
     // With TLS and the system's trust store, the port is 8883, and check-config shows it.
     let loaded = load_in(
         dir.path(),
@@ -662,7 +668,7 @@ fn mqtt_tls_defaults_its_port_and_names_the_bad_key() {
     )
     .unwrap();
     let c = loaded.agent.as_ref().unwrap();
-    assert_eq!(c.mqtt.as_ref().unwrap().port(), 8883);
+    assert_eq!(c.mqtt().unwrap().port(), 8883);
     assert!(
         loaded.to_toml().contains("port = 8883"),
         "{}",
@@ -740,7 +746,7 @@ fn kafka_tls_files_resolve_and_features_are_checked_against_the_build() {
          \"compression.type\" = \"zstd\"\n",
     )
     .unwrap();
-    let k = ok.agent.unwrap().kafka.unwrap();
+    let k = ok.agent.unwrap().kafka().unwrap().clone();
     assert_eq!(
         k.properties["ssl.ca.location"].config_value(),
         dir.path().join("ca.pem").display().to_string()

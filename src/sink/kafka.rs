@@ -9,7 +9,6 @@
 //! A retried record may land after later records of the same device; `edgecam.seq`
 //! restores the order downstream.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Destination, Outgoing, Position, SinkMetrics};
+use super::{Destination, Outgoing, Position, SinkMetrics, SinkReport};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
@@ -268,15 +267,6 @@ pub struct KafkaSink {
     /// failures is logged once ("delivers again"), so an outage shows as one line down
     /// (librdkafka's, deduplicated) and one line up.
     failures: u64,
-}
-
-/// What happened to the records a sink was given.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SinkReport {
-    /// Records delivered, by destination topic.
-    pub delivered: BTreeMap<String, u64>,
-    /// Records still undelivered when the grace period ended.
-    pub undelivered: u64,
 }
 
 /// A record waiting for its delivery report (where Kafka stored it, or the error), or

@@ -1,9 +1,92 @@
-//! Where frames go: Kafka ([`kafka`]) or an MQTT broker ([`mqtt`]).
+//! Where frames go: Kafka ([`kafka`]) or an MQTT broker ([`mqtt`]), behind one seam.
+//!
+//! The seam is closed: the pipeline and `main` know only [`Sink`], the envelope types here
+//! ([`Outgoing`] in, [`Ack`] per record out, [`SinkReport`] at the end), [`open`] and
+//! [`max_record_bytes`]. A new backend is one module here, one variant of
+//! [`SinkConfig`] with its table, and the arms the compiler then asks for (no `match` on
+//! the kind has a `_ =>` arm).
 
 pub mod kafka;
 pub mod mqtt;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::SinkConfig;
+use crate::control::Live;
+use crate::metrics::Metrics;
 use crate::record::FrameRecord;
+
+/// What happened to the records a sink was given.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Records delivered, by destination topic.
+    pub delivered: BTreeMap<String, u64>,
+    /// Records still undelivered when the grace period ended.
+    pub undelivered: u64,
+}
+
+/// Why a sink could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The Kafka producer could not be created or a topic not ensured
+    /// (`kafka.create_topic_partitions`).
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSinkError),
+    /// The MQTT client could not be set up: a `[mqtt.tls]` file changed since the
+    /// configuration was loaded.
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] crate::config::ConfigError),
+}
+
+/// Opens the sink `cfg` names for the agent of `live` (its device id, and the control plane
+/// an MQTT sink carries on its own connection). `budget` is `encode.max_message_bytes`,
+/// which sizes the client's largest record. Kafka: creates the topics first when
+/// `kafka.create_topic_partitions` is set.
+///
+/// Errors: [`OpenError`]; nothing is left open on error.
+pub async fn open(
+    cfg: &SinkConfig,
+    budget: u32,
+    metrics: Arc<Metrics>,
+    live: Arc<Live>,
+) -> Result<Box<dyn Sink>, OpenError> {
+    match cfg {
+        SinkConfig::Kafka(k) => {
+            if let Some(p) = k.create_topic_partitions {
+                let mut topics = vec![k.topic.as_str()];
+                if let Some(t) = &k.error_topic {
+                    topics.push(t);
+                }
+                kafka::ensure_topics(
+                    &k.producer_config(budget),
+                    &topics,
+                    p.get() as i32,
+                    k.create_topic_replication.get() as i32,
+                )
+                .await?;
+            }
+            Ok(Box::new(kafka::KafkaSink::new(k, budget, metrics)?))
+        }
+        SinkConfig::Mqtt(m) => {
+            let device = live.config.borrow().device.id.clone();
+            Ok(Box::new(
+                mqtt::MqttSink::new(m, &device, budget, metrics)?.with_control(live),
+            ))
+        }
+    }
+}
+
+/// The largest record, in bytes, that the sink `cfg` opened with `budget` takes: Kafka's
+/// producer `message.max.bytes` ([`kafka::producer_max_bytes`]), or the MQTT client's
+/// packet limit (sized from the budget). A budget raised above it by SIGHUP needs a restart.
+pub fn max_record_bytes(cfg: &SinkConfig, budget: u32) -> u32 {
+    match cfg {
+        SinkConfig::Kafka(k) => kafka::producer_max_bytes(k, budget),
+        SinkConfig::Mqtt(_) => budget,
+    }
+}
 
 /// Which topic a record is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +245,7 @@ pub trait Sink: Send {
         acks: AckTx,
         shutdown: tokio_util::sync::CancellationToken,
         grace: std::time::Duration,
-    ) -> futures::future::BoxFuture<'static, kafka::SinkReport>;
+    ) -> futures::future::BoxFuture<'static, SinkReport>;
 }
 
 /// What a sink still holds when it stops: `in_flight` records awaiting acknowledgement plus,

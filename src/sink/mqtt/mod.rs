@@ -23,8 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::kafka::SinkReport;
-use super::{Destination, Outgoing};
+use super::{Destination, Outgoing, SinkReport};
 use crate::config::{MqttConfig, MqttProtocol};
 use crate::control::CommandOutcome;
 use crate::control::Live;
@@ -326,13 +325,31 @@ impl MqttSink {
     /// counted as dropped.
     pub async fn run(
         self,
-        mut rx: mpsc::Receiver<Outgoing>,
+        rx: mpsc::Receiver<Outgoing>,
         shutdown: CancellationToken,
         grace: Duration,
     ) -> SinkReport {
+        self.run_connection(Some(rx), shutdown, grace).await
+    }
+
+    /// The connection loop. With `rx` it carries frames (and the control plane, when set)
+    /// and ends once `rx` closed and everything is acknowledged; without, it carries only
+    /// the control plane and ends when `shutdown` is cancelled.
+    async fn run_connection(
+        self,
+        mut rx: Option<mpsc::Receiver<Outgoing>>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> SinkReport {
+        let carries_frames = rx.is_some();
+        // Done: no frame can arrive or is waiting for its PUBACK, and (control plane only)
+        // the agent is stopping.
+        let done = |input_open: bool, ledger: &PubackLedger<Outgoing>| {
+            !input_open && ledger.is_empty() && (carries_frames || shutdown.is_cancelled())
+        };
         let mut report = SinkReport::default();
         let mut ledger: PubackLedger<Outgoing> = PubackLedger::default();
-        let mut input_open = true;
+        let mut input_open = carries_frames;
         let mut give_up_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
         let mut errors = mqtt::ErrorLog::default();
@@ -350,7 +367,7 @@ impl MqttSink {
                 if give_up_at.is_none() && shutdown.is_cancelled() {
                     give_up_at = Some(Instant::now() + grace);
                 }
-                if !input_open && ledger.is_empty() {
+                if done(input_open, &ledger) {
                     // Nothing left to deliver: say goodbye if we can (the last will covers
                     // the case where we cannot).
                     break connected;
@@ -425,7 +442,7 @@ impl MqttSink {
                             None => break false,
                         }
                     }
-                    msg = rx.recv(), if can_take => match msg {
+                    msg = recv(&mut rx), if can_take => match msg {
                         Some(out) if out.destination == Destination::Errors => {
                             self.metrics.drop_frame(DropReason::DeliveryRejected);
                             self.acks.rejected(&out, "the MQTT sink has no error topic");
@@ -483,8 +500,7 @@ impl MqttSink {
             self.metrics
                 .mqtt_reconnects
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if give_up_at.is_some_and(|t| Instant::now() >= t) || (!input_open && ledger.is_empty())
-            {
+            if give_up_at.is_some_and(|t| Instant::now() >= t) || done(input_open, &ledger) {
                 break 'connection;
             }
             // Back off before reconnecting, but keep an eye on the shutdown deadline.
@@ -496,15 +512,57 @@ impl MqttSink {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let left = super::count_undelivered(
-            ledger.len(),
-            &mut rx,
-            input_open,
-            &*self.metrics,
-            &self.acks,
-        );
-        report.undelivered = left;
+        if let Some(rx) = rx.as_mut() {
+            report.undelivered =
+                super::count_undelivered(ledger.len(), rx, input_open, &*self.metrics, &self.acks);
+        }
         report
+    }
+}
+
+/// The next record on `rx`; never, without one (a control-plane-only connection).
+async fn recv(rx: &mut Option<mpsc::Receiver<Outgoing>>) -> Option<Outgoing> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The MQTT control plane alone, for an agent whose frames go to another sink: status with
+/// its last will, the retained state document, commands under `<prefix>/<device>/set/+`
+/// (see [`crate::control`]), on a connection of its own that carries no frames. An MQTT
+/// sink carries the same control plane on its own connection instead.
+pub struct MqttControlPlane(MqttSink);
+
+impl MqttControlPlane {
+    /// The control plane of the agent of `live` through the broker of `cfg` (`[mqtt]` beside
+    /// another sink); `None` when `mqtt.control` is off.
+    ///
+    /// Errors: a `[mqtt.tls]` file that cannot be read any more.
+    pub fn new(
+        cfg: &MqttConfig,
+        live: Arc<Live>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<Self>, crate::config::ConfigError> {
+        if !cfg.control {
+            return Ok(None);
+        }
+        let (device, budget) = {
+            let running = live.config.borrow();
+            (
+                running.device.id.clone(),
+                running.encode.max_message_bytes.get(),
+            )
+        };
+        let sink = MqttSink::new(cfg, &device, budget, metrics)?;
+        Ok(Some(MqttControlPlane(sink.with_control(live))))
+    }
+
+    /// Serves commands and keeps status and state up to date, reconnecting as needed, until
+    /// `shutdown` is cancelled; then publishes the final state and a retained `offline`
+    /// (waiting at most `grace`) and disconnects.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        self.0.run_connection(None, shutdown, grace).await;
     }
 }
 
