@@ -508,7 +508,7 @@ pub async fn run_live(
     let control_stop = CancellationToken::new();
     let _control_guard = control_stop.clone().drop_guard();
     let control = match &cfg.sink {
-        SinkConfig::Kafka(_) => match &cfg.control {
+        SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => match &cfg.control {
             Some(m) => MqttControlPlane::new(m, live.clone(), metrics.clone())?,
             None => None,
         },

@@ -679,7 +679,93 @@ fn bad_rows(dir: &Path) -> Vec<Bad> {
             &[("EDGECAM_SOURCE__KIND", "webcam")],
             &["source.kind", "\"webcam\""],
         ),
+        // Pub/Sub.
+        bad(
+            "pubsub sink without [pubsub]",
+            min_with("[sink]\nkind = \"pubsub\""),
+            &["pubsub", "required key is missing"],
+        ),
+        bad(
+            "pubsub without project",
+            pubsub("topic = \"frames\""),
+            &["pubsub", "project"],
+        ),
+        bad(
+            "pubsub without topic",
+            pubsub("project = \"my-project\""),
+            &["pubsub", "topic"],
+        ),
+        bad(
+            "pubsub project not an id",
+            pubsub("project = \"My Project\"\ntopic = \"frames\""),
+            &["pubsub.project", "project id"],
+        ),
+        bad(
+            "pubsub topic reserved",
+            pubsub("project = \"p-1\"\ntopic = \"google-frames\""),
+            &["pubsub.topic", "goog"],
+        ),
+        bad(
+            "pubsub endpoint not a URL",
+            pubsub("project = \"p-1\"\ntopic = \"frames\"\nendpoint = \"pubsub.googleapis.com\""),
+            &["pubsub.endpoint", "must be a URL"],
+        ),
+        bad(
+            "pubsub endpoint with a path",
+            pubsub("project = \"p-1\"\ntopic = \"frames\"\nendpoint = \"https://h/v1\""),
+            &["pubsub.endpoint", "no path"],
+        ),
+        bad(
+            "pubsub key unreadable",
+            pubsub("project = \"p-1\"\ntopic = \"frames\"\ncredentials = { file = \"no-key.json\" }"),
+            &["pubsub.credentials", "no-key.json", "does not exist"],
+        ),
+        bad(
+            "pubsub key not a service account",
+            pubsub(&format!(
+                "project = \"p-1\"\ntopic = \"frames\"\ncredentials = {{ file = \"{}\" }}",
+                dir.join("user.json").display()
+            )),
+            &["pubsub.credentials", "authorized_user", "not a service-account key"],
+        ),
+        bad(
+            "pubsub key not JSON",
+            pubsub(&format!(
+                "project = \"p-1\"\ntopic = \"frames\"\ncredentials = {{ file = \"{}\" }}",
+                dir.join("notes.txt").display()
+            )),
+            &["pubsub.credentials", "not a service-account JSON key", "not JSON"],
+        ),
+        bad(
+            "pubsub in flight over a request",
+            pubsub("project = \"p-1\"\ntopic = \"frames\"\nmax_in_flight = 1001"),
+            &["pubsub.max_in_flight", "at most 1000"],
+        ),
+        bad(
+            "pubsub budget over a request",
+            format!(
+                "{}[encode]\nmax_message_bytes = 8000000\n",
+                pubsub("project = \"p-1\"\ntopic = \"frames\"")
+            ),
+            &["encode.max_message_bytes", "at most 7000000", "pubsub"],
+        ),
+        bad(
+            "pubsub emulator_host from the file",
+            pubsub("project = \"p-1\"\ntopic = \"frames\"\nemulator_host = \"h:1\""),
+            &["pubsub", "emulator_host"],
+        ),
+        bad_env(
+            "pubsub emulator host not host:port",
+            pubsub("project = \"p-1\"\ntopic = \"frames\""),
+            &[("PUBSUB_EMULATOR_HOST", "http://h:1/x")],
+            &["PUBSUB_EMULATOR_HOST", "host:port"],
+        ),
     ]
+}
+
+/// An agent publishing to Pub/Sub with `body` as its `[pubsub]` table.
+fn pubsub(body: &str) -> String {
+    format!("{DEVICE}\n[source]\n{SYNTHETIC}\n[sink]\nkind = \"pubsub\"\n[pubsub]\n{body}\n")
 }
 
 /// Runs `edgecam <command> --config <file>` with only `PATH` and `env` in the environment.
@@ -738,6 +824,13 @@ fn fixtures(dir: &Path) {
     std::fs::create_dir_all(dir.join("dir.pass")).unwrap();
     std::fs::create_dir_all(dir.join("creds")).unwrap();
     std::fs::write(dir.join("creds/empty"), b"\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"the key is in the safe\n").unwrap();
+    // gcloud's user credentials file: JSON, but no service-account key.
+    std::fs::write(
+        dir.join("user.json"),
+        br#"{"type": "authorized_user", "client_id": "x", "client_secret": "s3cret", "refresh_token": "r"}"#,
+    )
+    .unwrap();
 }
 
 /// A bridge file: `[bridge]` keys, one input plus `inputs`, `[mqtt]` and `[kafka]` extras.

@@ -35,6 +35,8 @@ pub(crate) struct EnvOverrides {
     pub credentials_directory: Option<String>,
     /// `PATH`, to find `source.command`'s program.
     pub path: Option<String>,
+    /// `PUBSUB_EMULATOR_HOST`: Pub/Sub requests go to the emulator at this `host:port`.
+    pub pubsub_emulator_host: Option<String>,
     /// `STATE_DIRECTORY`, `XDG_STATE_HOME`, `HOME`: where the spool goes by default.
     pub state_dirs: super::spool::StateDirs,
 }
@@ -54,6 +56,7 @@ impl EnvOverrides {
             match name.as_str() {
                 "CREDENTIALS_DIRECTORY" => out.credentials_directory = Some(value.clone()),
                 "PATH" => out.path = Some(value.clone()),
+                "PUBSUB_EMULATOR_HOST" => out.pubsub_emulator_host = Some(value.clone()),
                 "STATE_DIRECTORY" => out.state_dirs.state_directory = Some(value.clone()),
                 "XDG_STATE_HOME" => out.state_dirs.xdg_state_home = Some(value.clone()),
                 "HOME" => out.state_dirs.home = Some(value.clone()),

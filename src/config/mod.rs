@@ -34,6 +34,7 @@ pub mod log;
 pub mod mqtt;
 mod naming;
 pub mod pipeline;
+pub mod pubsub;
 pub mod secret;
 pub mod sink;
 pub mod source;
@@ -54,6 +55,7 @@ pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTls};
 pub use pipeline::{OverflowPolicy, PipelineConfig};
+pub use pubsub::PubsubConfig;
 pub use secret::{Secret, SecretSource};
 pub use sink::{SinkConfig, SinkKind, SinkTable};
 pub use source::{CameraFormat, SourceConfig, SourceKind};
@@ -117,7 +119,7 @@ impl Config {
     pub fn mqtt(&self) -> Option<&MqttConfig> {
         match &self.sink {
             SinkConfig::Mqtt(m) => Some(m),
-            SinkConfig::Kafka(_) => self.control.as_ref(),
+            SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => self.control.as_ref(),
         }
     }
 
@@ -125,7 +127,7 @@ impl Config {
     pub fn kafka_mut(&mut self) -> Option<&mut KafkaConfig> {
         match &mut self.sink {
             SinkConfig::Kafka(k) => Some(k),
-            SinkConfig::Mqtt(_) => None,
+            SinkConfig::Mqtt(_) | SinkConfig::Pubsub(_) => None,
         }
     }
 
@@ -133,7 +135,7 @@ impl Config {
     pub fn mqtt_mut(&mut self) -> Option<&mut MqttConfig> {
         match &mut self.sink {
             SinkConfig::Mqtt(m) => Some(m),
-            SinkConfig::Kafka(_) => self.control.as_mut(),
+            SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => self.control.as_mut(),
         }
     }
 }
@@ -158,6 +160,8 @@ impl Serialize for Config {
             kafka: Option<&'a KafkaConfig>,
             #[serde(skip_serializing_if = "Option::is_none")]
             mqtt: Option<&'a MqttConfig>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pubsub: Option<&'a PubsubConfig>,
         }
         Shape {
             device: &self.device,
@@ -175,6 +179,7 @@ impl Serialize for Config {
             gate: &self.gate,
             kafka: self.kafka(),
             mqtt: self.mqtt(),
+            pubsub: self.sink.pubsub(),
         }
         .serialize(serializer)
     }
@@ -197,6 +202,7 @@ struct FileDoc {
     gate: Option<GateConfig>,
     kafka: Option<KafkaConfig>,
     mqtt: Option<MqttConfig>,
+    pubsub: Option<PubsubConfig>,
     bridge: Option<BridgeConfig>,
 }
 
@@ -215,6 +221,7 @@ const TABLES: &[&str] = &[
     "gate",
     "kafka",
     "mqtt",
+    "pubsub",
     "bridge",
 ];
 
@@ -414,6 +421,14 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
     if let Some(m) = mqtt.as_mut() {
         m.resolve(&cx.base, cx.env.credentials_directory.as_deref())?;
     }
+    let mut pubsub = f.pubsub;
+    if let Some(p) = pubsub.as_mut() {
+        p.resolve(
+            &cx.base,
+            cx.env.credentials_directory.as_deref(),
+            cx.env.pubsub_emulator_host.as_deref(),
+        )?;
+    }
 
     let limits = f.limits.unwrap_or_default();
     let http = f.http.unwrap_or_default();
@@ -453,12 +468,16 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
             let sink = match kind {
                 SinkKind::Kafka => SinkConfig::Kafka(kafka.clone().ok_or_else(missing)?),
                 SinkKind::Mqtt => SinkConfig::Mqtt(mqtt.clone().ok_or_else(missing)?),
+                SinkKind::Pubsub => SinkConfig::Pubsub(pubsub.clone().ok_or_else(missing)?),
             };
             // [mqtt] beside another sink serves the control plane only.
             let control = match &sink {
-                SinkConfig::Kafka(_) => mqtt.clone(),
+                SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => mqtt.clone(),
                 SinkConfig::Mqtt(_) => None,
             };
+            if let Some(p) = &pubsub {
+                p.check(encode.max_message_bytes.get())?;
+            }
             if let Some(k) = &kafka {
                 k.check(kafka::KafkaUser::Agent {
                     budget: encode.max_message_bytes.get(),
@@ -467,7 +486,7 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
             if let Some(m) = &mqtt {
                 m.check(match &sink {
                     SinkConfig::Mqtt(_) => mqtt::MqttUser::AgentSink,
-                    SinkConfig::Kafka(_) => mqtt::MqttUser::AgentControl,
+                    SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => mqtt::MqttUser::AgentControl,
                 })?;
             }
             let gate = f.gate.unwrap_or_default();
@@ -542,6 +561,8 @@ fn resolve(doc: &Document, cx: &Context) -> Result<Loaded, ConfigError> {
             }
             // Its TLS files were checked above, with any [mqtt].
             SinkConfig::Mqtt(_) => {}
+            // Nothing to ask the machine: the key was checked with the table.
+            SinkConfig::Pubsub(p) => warnings.extend(p.warning()),
         }
     }
     if let Some(b) = &bridge {

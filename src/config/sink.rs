@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{KafkaConfig, MqttConfig, TopicName};
+use super::{KafkaConfig, MqttConfig, PubsubConfig, TopicName};
 
 /// Which sink publishes frames: `[sink] kind` as written.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -18,6 +18,8 @@ pub enum SinkKind {
     Kafka,
     /// An MQTT broker (`[mqtt]`); `edgecam bridge` moves frames on into Kafka.
     Mqtt,
+    /// Google Cloud Pub/Sub (`[pubsub]`), through its REST API.
+    Pubsub,
 }
 
 impl SinkKind {
@@ -27,14 +29,16 @@ impl SinkKind {
         match self {
             SinkKind::Kafka => "kafka",
             SinkKind::Mqtt => "mqtt",
+            SinkKind::Pubsub => "pubsub",
         }
     }
 
-    /// The table this kind reads its settings from (`kafka`, `mqtt`).
+    /// The table this kind reads its settings from (`kafka`, `mqtt`, `pubsub`).
     pub fn table(self) -> &'static str {
         match self {
             SinkKind::Kafka => "kafka",
             SinkKind::Mqtt => "mqtt",
+            SinkKind::Pubsub => "pubsub",
         }
     }
 }
@@ -43,7 +47,7 @@ impl SinkKind {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct SinkTable {
-    /// `kafka | mqtt`.
+    /// `kafka | mqtt | pubsub`.
     #[serde(default)]
     pub kind: SinkKind,
 }
@@ -60,6 +64,8 @@ pub enum SinkConfig {
     /// `sink.kind = "mqtt"` with `[mqtt]` (whose connection also carries the control plane
     /// when `mqtt.control` is on).
     Mqtt(MqttConfig),
+    /// `sink.kind = "pubsub"` with `[pubsub]`.
+    Pubsub(PubsubConfig),
 }
 
 impl SinkConfig {
@@ -68,6 +74,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Kafka(_) => SinkKind::Kafka,
             SinkConfig::Mqtt(_) => SinkKind::Mqtt,
+            SinkConfig::Pubsub(_) => SinkKind::Pubsub,
         }
     }
 
@@ -76,7 +83,7 @@ impl SinkConfig {
     pub fn error_topic(&self) -> Option<&TopicName> {
         match self {
             SinkConfig::Kafka(k) => k.error_topic.as_ref(),
-            SinkConfig::Mqtt(_) => None,
+            SinkConfig::Mqtt(_) | SinkConfig::Pubsub(_) => None,
         }
     }
 
@@ -84,15 +91,23 @@ impl SinkConfig {
     pub fn kafka(&self) -> Option<&KafkaConfig> {
         match self {
             SinkConfig::Kafka(k) => Some(k),
-            SinkConfig::Mqtt(_) => None,
+            SinkConfig::Mqtt(_) | SinkConfig::Pubsub(_) => None,
         }
     }
 
     /// The `[mqtt]` table when MQTT is the sink.
     pub fn mqtt(&self) -> Option<&MqttConfig> {
         match self {
-            SinkConfig::Kafka(_) => None,
             SinkConfig::Mqtt(m) => Some(m),
+            SinkConfig::Kafka(_) | SinkConfig::Pubsub(_) => None,
+        }
+    }
+
+    /// The `[pubsub]` table when Pub/Sub is the sink.
+    pub fn pubsub(&self) -> Option<&PubsubConfig> {
+        match self {
+            SinkConfig::Pubsub(p) => Some(p),
+            SinkConfig::Kafka(_) | SinkConfig::Mqtt(_) => None,
         }
     }
 }

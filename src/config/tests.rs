@@ -531,7 +531,7 @@ fn example_documents_every_key() {
             }
         }
     }
-    let tables: [(&str, &[&str]); 9] = [
+    let tables: [(&str, &[&str]); 10] = [
         ("device", fields_of::<DeviceConfig>()),
         ("source", fields_of::<SourceConfig>()),
         ("transform", fields_of::<TransformConfig>()),
@@ -541,6 +541,7 @@ fn example_documents_every_key() {
         ("kafka", fields_of::<KafkaConfig>()),
         ("mqtt", fields_of::<MqttConfig>()),
         ("mqtt.tls", fields_of::<MqttTls>()),
+        ("pubsub", fields_of::<PubsubConfig>()),
     ];
     for (table, fields) in tables {
         assert!(!fields.is_empty(), "{table}");
@@ -770,5 +771,57 @@ fn kafka_tls_files_resolve_and_features_are_checked_against_the_build() {
             && e.contains("sasl_gssapi")
             && e.contains("SCRAM-SHA-512"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_pubsub_agent_keeps_its_key_secret_and_says_when_the_emulator_is_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let pem = String::from_utf8(
+        openssl::pkey::PKey::from_rsa(rsa)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap(),
+    )
+    .unwrap();
+    let key = serde_json::json!({
+        "type": "service_account",
+        "client_email": "cam@p-1.iam.gserviceaccount.com",
+        "private_key": pem,
+        "private_key_id": "abc123",
+    });
+    std::fs::write(dir.path().join("sa.json"), key.to_string()).unwrap();
+    let text = format!(
+        "{DEVICE}[source]\n{SYNTHETIC}\n[sink]\nkind = \"pubsub\"\n[pubsub]\nproject = \"p-1\"\n\
+         topic = \"frames\"\ncredentials = {{ file = \"sa.json\" }}\n"
+    );
+    let loaded = load_in(dir.path(), "cam.toml", &text, no_env()).unwrap();
+    let c = loaded.agent.as_ref().unwrap();
+    let p = c.sink.pubsub().unwrap();
+    assert_eq!(p.base_url(), "https://pubsub.googleapis.com");
+    assert_eq!(p.topic_path(), "projects/p-1/topics/frames");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let printed = loaded.to_toml();
+    assert!(printed.contains("kind = \"pubsub\"") && printed.contains("<redacted"));
+    assert!(!printed.contains("PRIVATE KEY"), "{printed}");
+    assert!(loaded.describe().contains("sink pubsub"));
+
+    let emulated = load_in(
+        dir.path(),
+        "cam.toml",
+        &text,
+        env(&[("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")]),
+    )
+    .unwrap();
+    let p = emulated.agent.as_ref().unwrap().sink.pubsub().unwrap();
+    assert_eq!(p.base_url(), "http://127.0.0.1:8085");
+    assert!(
+        emulated
+            .warnings
+            .iter()
+            .any(|w| w.contains("PUBSUB_EMULATOR_HOST=127.0.0.1:8085")),
+        "{:?}",
+        emulated.warnings
     );
 }

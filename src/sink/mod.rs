@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod mqtt;
+pub mod pubsub;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub enum OpenError {
     /// configuration was loaded.
     #[error("mqtt: {0}")]
     Mqtt(#[from] crate::config::ConfigError),
+    /// The Pub/Sub topic does not exist (and `pubsub.create_topic` is off) or cannot be
+    /// created, or the HTTP client cannot be set up.
+    #[error(transparent)]
+    Pubsub(#[from] pubsub::PubsubError),
 }
 
 /// Opens the sink `cfg` names for the agent of `live` (its device id, and the control plane
@@ -75,6 +80,7 @@ pub async fn open(
                 mqtt::MqttSink::new(m, &device, budget, metrics)?.with_control(live),
             ))
         }
+        SinkConfig::Pubsub(p) => Ok(Box::new(pubsub::PubsubSink::open(p, metrics).await?)),
     }
 }
 
@@ -85,6 +91,7 @@ pub fn max_record_bytes(cfg: &SinkConfig, budget: u32) -> u32 {
     match cfg {
         SinkConfig::Kafka(k) => kafka::producer_max_bytes(k, budget),
         SinkConfig::Mqtt(_) => budget,
+        SinkConfig::Pubsub(_) => budget.min(crate::config::pubsub::MAX_BUDGET_BYTES),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod http;
 pub mod mosquitto;
+pub mod pubsub;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};

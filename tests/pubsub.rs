@@ -1,0 +1,288 @@
+//! The Pub/Sub sink against Google's real emulator (a separate JVM process on a free
+//! port): real footage comes back byte for byte with every attribute, in order, each
+//! message within the budget; a frozen emulator loses nothing; a missing topic is a start-up
+//! error unless `create_topic = true`. Pub/Sub's limits and error classes, which the
+//! emulator does not enforce, are unit tests in `src/sink/pubsub/`.
+//!
+//! Needs the emulator (Debian package `google-cloud-cli-pubsub-emulator`, Java); without it
+//! these tests say so and pass, unless `EDGECAM_REQUIRE_PUBSUB=1` (`scripts/test
+//! --with-pubsub`, and CI), where its absence fails them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pubsub::{Emulator, Pulled};
+use edgecam::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+const PROJECT: &str = "edgecam-test";
+
+/// The emulator, or `None` (said on stderr) when it is not installed and not required.
+fn emulator() -> Option<Emulator> {
+    let e = Emulator::try_start();
+    if e.is_none() {
+        eprintln!("skipped: the Pub/Sub emulator is not installed (EDGECAM_REQUIRE_PUBSUB=1 makes this a failure)");
+    }
+    e
+}
+
+/// An agent configuration for device `device` publishing `source` to `topic` on `emu`.
+fn agent(
+    emu: &Emulator,
+    device: &str,
+    source: &str,
+    topic: &str,
+    extra: &str,
+) -> edgecam::config::Config {
+    let mut env = common::state_env().to_vec();
+    env.push(("PUBSUB_EMULATOR_HOST".into(), emu.host_port()));
+    edgecam::config::load_str(
+        &format!(
+            "[device]\nid = \"{device}\"\n[source]\n{source}\n[sink]\nkind = \"pubsub\"\n\
+             [pubsub]\nproject = \"{PROJECT}\"\ntopic = \"{topic}\"\n{extra}"
+        ),
+        env,
+    )
+    .unwrap()
+}
+
+/// The frames of the MJPEG file `path`, as the files they are.
+fn frames_of(path: &std::path::Path) -> Vec<bytes::Bytes> {
+    let data = std::fs::read(path).unwrap();
+    let mut sp = edgecam::source::mjpeg::MjpegSplitter::new();
+    sp.push(&data);
+    std::iter::from_fn(|| sp.next_frame().map(Result::unwrap)).collect()
+}
+
+fn seq(p: &Pulled) -> u64 {
+    p.attributes["edgecam.seq"].parse().unwrap()
+}
+
+/// Pub/Sub's own count of a message: data, attribute keys and values, ordering key.
+fn pubsub_size(p: &Pulled) -> usize {
+    p.data.len()
+        + p.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+        + p.ordering_key.len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_footage_comes_back_byte_for_byte_in_order_and_within_the_budget() {
+    let Some(emu) = emulator() else { return };
+    emu.create_topic(PROJECT, "frames");
+    emu.create_subscription(PROJECT, "all", "frames", true);
+    let footage = common::testdata("vtest-768x576-10fps.mjpeg");
+    let originals = frames_of(&footage);
+    let n = 120;
+
+    // A budget the camera's frames fit: published untouched.
+    let cfg = agent(
+        &emu,
+        "porch",
+        &format!(
+            "kind = \"mjpeg\"\npath = \"{}\"\nfps = 0\nmax_frames = {n}",
+            footage.display()
+        ),
+        "frames",
+        "",
+    );
+    let metrics = Arc::new(Metrics::default());
+    let report = edgecam::pipeline::run(cfg, CancellationToken::new(), metrics.clone())
+        .await
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(report.sink.delivered.get("frames"), Some(&(n as u64)));
+    assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+
+    // A tight one: every frame re-encoded to fit.
+    let budget = 20_000;
+    let cfg = agent(
+        &emu,
+        "yard",
+        &format!(
+            "kind = \"mjpeg\"\npath = \"{}\"\nfps = 0\nmax_frames = {n}",
+            footage.display()
+        ),
+        "frames",
+        &format!("[encode]\nmax_message_bytes = {budget}\n"),
+    );
+    let report =
+        edgecam::pipeline::run(cfg, CancellationToken::new(), Arc::new(Metrics::default()))
+            .await
+            .unwrap();
+    assert_eq!(report.sink.delivered.get("frames"), Some(&(n as u64)));
+
+    let pulled = tokio::task::spawn_blocking(move || {
+        let p = emu.pull_n(PROJECT, "all", 2 * n, Duration::from_secs(120));
+        (emu, p)
+    })
+    .await
+    .unwrap()
+    .1;
+    assert_eq!(pulled.len(), 2 * n);
+    let mut by_device: BTreeMap<String, Vec<&Pulled>> = BTreeMap::new();
+    for p in &pulled {
+        assert_eq!(p.ordering_key, p.attributes["edgecam.device"]);
+        by_device.entry(p.ordering_key.clone()).or_default().push(p);
+    }
+    let porch = &by_device["porch"];
+    let yard = &by_device["yard"];
+    // In per-device order, every frame once.
+    for frames in [porch, yard] {
+        let seqs: Vec<u64> = frames.iter().map(|p| seq(p)).collect();
+        assert_eq!(seqs, (0..n as u64).collect::<Vec<_>>());
+    }
+    for (p, original) in porch.iter().zip(&originals) {
+        assert_eq!(p.data, original.as_ref(), "seq {}", seq(p));
+        for name in [
+            "edgecam.device",
+            "edgecam.seq",
+            "edgecam.frame_id",
+            "edgecam.captured_at",
+            "content-type",
+            "edgecam.width",
+            "edgecam.height",
+            "edgecam.codec",
+            "edgecam.quality",
+        ] {
+            assert!(
+                p.attributes.contains_key(name),
+                "{name} missing: {:?}",
+                p.attributes
+            );
+        }
+        assert_eq!(p.attributes["content-type"], "image/jpeg");
+        assert_eq!(p.attributes["edgecam.width"], "768");
+    }
+    for p in yard {
+        assert!(
+            pubsub_size(p) <= budget,
+            "seq {}: {} bytes over the {budget}-byte budget",
+            seq(p),
+            pubsub_size(p)
+        );
+        assert!(p.data.starts_with(&[0xFF, 0xD8]) && p.data.ends_with(&[0xFF, 0xD9]));
+    }
+    let ids: std::collections::HashSet<&str> = pulled
+        .iter()
+        .map(|p| p.attributes["edgecam.frame_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2 * n, "every frame has its own frame_id");
+}
+
+/// The emulator frozen (SIGSTOP) for 20 s while frames flow at 10 fps: requests time out and
+/// are sent again, frames wait in the spool, and after SIGCONT every frame arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_emulator_loses_nothing() {
+    let Some(emu) = emulator() else { return };
+    emu.create_topic(PROJECT, "frozen");
+    emu.create_subscription(PROJECT, "frozen-all", "frozen", true);
+    let footage = common::testdata("vtest-768x576-10fps.mjpeg");
+    let n = 300u64;
+    let cfg = agent(
+        &emu,
+        "gate",
+        &format!(
+            "kind = \"mjpeg\"\npath = \"{}\"\nfps = 10\nmax_frames = {n}",
+            footage.display()
+        ),
+        "frozen",
+        "request_timeout_ms = 2000\n",
+    );
+    let metrics = Arc::new(Metrics::default());
+    let run = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        CancellationToken::new(),
+        metrics.clone(),
+    ));
+    common::mosquitto::eventually("frames before the freeze", || {
+        metrics.delivered.load(Relaxed) >= 30
+    })
+    .await;
+    emu.pause();
+    let frozen_at = metrics.delivered.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Nothing can have been delivered to a stopped process (one answer may have been on
+    // its way when it stopped).
+    assert!(metrics.delivered.load(Relaxed) <= frozen_at + 10);
+    emu.resume();
+    let report = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the agent finishes after the emulator resumes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sink.undelivered, 0);
+    assert_eq!(metrics.dropped_total(), 0, "{:?}", metrics.dropped());
+    assert!(
+        metrics.delivery_retries.load(Relaxed) >= 1,
+        "the freeze was noticed"
+    );
+    // A request that timed out while the emulator was stopped was stored when it resumed,
+    // and sent again too: duplicates carry the same frame_id; nothing may be missing.
+    let (pulled, first) = tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        let mut pulled: Vec<Pulled> = Vec::new();
+        let mut first: BTreeMap<u64, String> = BTreeMap::new();
+        while first.len() < n as usize && std::time::Instant::now() < until {
+            for p in emu.pull_n(PROJECT, "frozen-all", 100, Duration::from_secs(5)) {
+                let id = p.attributes["edgecam.frame_id"].clone();
+                let known = first.entry(seq(&p)).or_insert_with(|| id.clone());
+                assert_eq!(*known, id, "seq {} under two frame ids", seq(&p));
+                pulled.push(p);
+            }
+        }
+        (pulled, first)
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{} messages pulled for {} frames ({} duplicates from requests sent again)",
+        pulled.len(),
+        first.len(),
+        pulled.len() - first.len()
+    );
+    assert_eq!(
+        first.keys().copied().collect::<Vec<_>>(),
+        (0..n).collect::<Vec<_>>(),
+        "every frame arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_topic_stops_the_start_unless_it_may_be_created() {
+    let Some(emu) = emulator() else { return };
+    let source = "kind = \"synthetic\"\nwidth = 64\nheight = 48\nfps = 0\nmax_frames = 5";
+    let err = edgecam::pipeline::run(
+        agent(&emu, "cam", source, "nosuchtopic", ""),
+        CancellationToken::new(),
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("projects/edgecam-test/topics/nosuchtopic does not exist")
+            && err.contains("create_topic"),
+        "{err}"
+    );
+    let report = edgecam::pipeline::run(
+        agent(&emu, "cam", source, "madeatstart", "create_topic = true\n"),
+        CancellationToken::new(),
+        Arc::new(Metrics::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.sink.delivered.get("madeatstart"), Some(&5));
+    assert!(
+        tokio::task::spawn_blocking(move || emu.get_topic(PROJECT, "madeatstart"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
