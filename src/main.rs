@@ -54,6 +54,33 @@ struct KafkaArgs {
     property: Vec<(String, String)>,
 }
 
+/// Where `consume` reads from: [`KafkaArgs`], or a Pub/Sub subscription.
+#[derive(clap::Args)]
+struct ConsumeFrom {
+    /// Kafka bootstrap servers, host:port[,host:port…] (default: from --config).
+    #[arg(long, required_unless_present_any = ["config", "pubsub_subscription"])]
+    bootstrap_servers: Option<String>,
+    /// Topic to read (default: from --config).
+    #[arg(long, required_unless_present_any = ["config", "pubsub_subscription"])]
+    topic: Option<String>,
+    /// An agent or bridge configuration whose [kafka] table (bootstrap servers, topic,
+    /// properties with TLS/SASL and secret references) is used, or with
+    /// --pubsub-subscription its [pubsub] table (endpoint, credentials); the file is checked
+    /// as check-config does.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A librdkafka consumer property, e.g. -X security.protocol=SASL_SSL (repeatable;
+    /// set after --config's properties).
+    #[arg(short = 'X', value_name = "NAME=VALUE", value_parser = parse_property)]
+    property: Vec<(String, String)>,
+    /// Read a Google Cloud Pub/Sub subscription instead of Kafka:
+    /// projects/<project>/subscriptions/<id>. PUBSUB_EMULATOR_HOST=host:port reads from the
+    /// emulator; otherwise --config's [pubsub] gives endpoint and credentials (default:
+    /// https://pubsub.googleapis.com with the GCE metadata server's token).
+    #[arg(long, value_name = "SUBSCRIPTION", conflicts_with_all = ["bootstrap_servers", "topic", "property", "group_id"])]
+    pubsub_subscription: Option<String>,
+}
+
 /// The logging flags, taken out of [`Cli`] before its command is consumed.
 struct LogArgs {
     format: Option<LogFormatArg>,
@@ -101,14 +128,15 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Write frames from a Kafka topic to files (at least once, each frame once):
-    /// <output-dir>/<device>/<YYYYMMDD>/<captured_at>-<seq>-<id>.<ext>, in capture order.
+    /// Write frames from a Kafka topic (or a Pub/Sub subscription) to files (at least once,
+    /// each frame once): <output-dir>/<device>/<YYYYMMDD>/<captured_at>-<seq>-<id>.<ext>, in
+    /// capture order.
     Consume {
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Consumer group; offsets are committed after each file is on disk.
-        #[arg(long)]
-        group_id: String,
+        from: ConsumeFrom,
+        /// Consumer group; offsets are committed after each file is on disk (Kafka).
+        #[arg(long, required_unless_present = "pubsub_subscription")]
+        group_id: Option<String>,
         /// Folder for the frames.
         #[arg(long)]
         output_dir: PathBuf,
@@ -447,7 +475,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Consume {
-            kafka,
+            from,
             group_id,
             output_dir,
             auto_offset_reset,
@@ -459,35 +487,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_side_px,
             max_frame_bytes,
         } => {
+            let common =
+                |opts: edgecam::consume::ConsumeOptions| edgecam::consume::ConsumeOptions {
+                    max_frames,
+                    idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
+                    progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    limits: edgecam::limits::Limits {
+                        max_pixels,
+                        max_side_px,
+                        max_frame_bytes,
+                    },
+                    conversion: edgecam::consume::Conversion {
+                        grayscale,
+                        max_width,
+                    },
+                    ..opts
+                };
+            if let Some(subscription) = from.pubsub_subscription {
+                let source = match pubsub_source(subscription, from.config.as_deref()) {
+                    Ok(s) => s,
+                    Err(code) => return Ok(code),
+                };
+                let opts = common(edgecam::consume::ConsumeOptions::new(
+                    "", "", "", output_dir,
+                ));
+                let shutdown = CancellationToken::new();
+                cancel_on_signals(shutdown.clone())?;
+                let r = edgecam::consume::pubsub::consume(&opts, &source, shutdown).await?;
+                eprintln!("{} into {}", r.summary(), opts.output_dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let kafka = KafkaArgs {
+                bootstrap_servers: from.bootstrap_servers,
+                topic: from.topic,
+                config: from.config,
+                property: from.property,
+            };
             let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
                 Ok(k) => k,
                 Err(code) => return Ok(code),
             };
+            let group_id =
+                group_id.expect("clap requires --group-id without --pubsub-subscription");
             let opts = edgecam::consume::ConsumeOptions {
                 auto_offset_reset: match auto_offset_reset {
                     OffsetReset::Earliest => "earliest",
                     OffsetReset::Latest => "latest",
                 }
                 .into(),
-                max_frames,
-                idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                limits: edgecam::limits::Limits {
-                    max_pixels,
-                    max_side_px,
-                    max_frame_bytes,
-                },
                 properties,
-                conversion: edgecam::consume::Conversion {
-                    grayscale,
-                    max_width,
-                },
-                ..edgecam::consume::ConsumeOptions::new(
+                ..common(edgecam::consume::ConsumeOptions::new(
                     bootstrap_servers,
                     topic,
                     group_id,
                     output_dir,
-                )
+                ))
             };
             // Bad properties exit 64 before anything is opened or created.
             if let Err(e) = opts.client_config() {
@@ -664,6 +718,49 @@ fn kafka_source(args: KafkaArgs) -> Result<KafkaSource, ExitCode> {
         return Err(ExitCode::from(EXIT_CONFIG));
     };
     Ok((bootstrap_servers, topic, properties))
+}
+
+/// The Pub/Sub subscription `consume` reads: its name checked, the emulator when
+/// `PUBSUB_EMULATOR_HOST` is set, else `config`'s `[pubsub]` endpoint and credentials (an
+/// agent file whose sink is Pub/Sub), else Pub/Sub's endpoint with the metadata server's
+/// token. `Err` is the exit code, the reason already printed.
+fn pubsub_source(
+    subscription: String,
+    config: Option<&std::path::Path>,
+) -> Result<edgecam::consume::pubsub::PubsubSource, ExitCode> {
+    if let Err(e) = edgecam::consume::pubsub::check_subscription(&subscription) {
+        eprintln!("edgecam: consume: {e}");
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    let table = match config {
+        Some(path) => {
+            let loaded = load_config(path)?;
+            match loaded.agent.as_ref().and_then(|a| a.sink.pubsub()).cloned() {
+                Some(p) => Some(p),
+                None => {
+                    eprintln!(
+                        "edgecam: {} has no [pubsub] sink to read the endpoint and credentials from",
+                        path.display()
+                    );
+                    return Err(ExitCode::from(EXIT_CONFIG));
+                }
+            }
+        }
+        None => None,
+    };
+    let emulator = std::env::var(edgecam::config::pubsub::EMULATOR_ENV)
+        .ok()
+        .filter(|h| !h.trim().is_empty());
+    Ok(edgecam::consume::pubsub::PubsubSource {
+        subscription,
+        base_url: match (&emulator, &table) {
+            (Some(h), _) => format!("http://{h}"),
+            (None, Some(t)) => t.base_url(),
+            (None, None) => edgecam::config::pubsub::DEFAULT_ENDPOINT.to_string(),
+        },
+        credentials: table.and_then(|t| t.credentials),
+        emulator: emulator.is_some(),
+    })
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {

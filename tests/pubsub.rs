@@ -286,3 +286,141 @@ async fn a_missing_topic_stops_the_start_unless_it_may_be_created() {
             .is_some()
     );
 }
+
+/// Every file under `dir`, relative, sorted (as `ls -R | sort` shows capture order).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(root: &std::path::Path, d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if dir.exists() {
+        walk(dir, dir, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// `edgecam consume --pubsub-subscription … --idle-timeout-ms 3000` against `emu`.
+async fn consume_bin(emu: &Emulator, sub: &str, out: &std::path::Path) -> (bool, String) {
+    let (host, sub, out) = (emu.host_port(), sub.to_string(), out.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+            .args(["consume", "--pubsub-subscription"])
+            .arg(format!("projects/{PROJECT}/subscriptions/{sub}"))
+            .arg("--output-dir")
+            .arg(&out)
+            .args(["--idle-timeout-ms", "3000"])
+            .env("PUBSUB_EMULATOR_HOST", host)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// What the agent published comes back through `consume --pubsub-subscription` as the same
+/// files, named as from Kafka; everything is acknowledged (a second run finds nothing); a
+/// message delivered again finds its file and is counted as a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn consume_writes_the_frames_of_a_subscription_and_acknowledges_them() {
+    let Some(emu) = emulator() else { return };
+    emu.create_topic(PROJECT, "toconsume");
+    emu.create_subscription(PROJECT, "files", "toconsume", true);
+    emu.create_subscription(PROJECT, "audit", "toconsume", true);
+    let footage = common::testdata("vtest-768x576-10fps.mjpeg");
+    let originals = frames_of(&footage);
+    let n = 30;
+    let cfg = agent(
+        &emu,
+        "porch",
+        &format!(
+            "kind = \"mjpeg\"\npath = \"{}\"\nfps = 0\nmax_frames = {n}",
+            footage.display()
+        ),
+        "toconsume",
+        "",
+    );
+    edgecam::pipeline::run(cfg, CancellationToken::new(), Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+
+    // A file that cannot be written: consume fails and acknowledges nothing it did not
+    // write (the device folder is taken by a file).
+    let blocked = tempfile::tempdir().unwrap();
+    std::fs::write(blocked.path().join("porch"), b"in the way").unwrap();
+    let (ok, stderr) = consume_bin(&emu, "files", blocked.path()).await;
+    assert!(!ok && stderr.contains("porch"), "{stderr}");
+
+    let out = tempfile::tempdir().unwrap();
+    let (ok, stderr) = consume_bin(&emu, "files", out.path()).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!("consumed {n} frames")) && stderr.contains("0 duplicates"),
+        "{stderr}"
+    );
+    let files = files_under(out.path());
+    assert_eq!(files.len(), n, "{files:?}");
+    for (i, (f, original)) in files.iter().zip(&originals).enumerate() {
+        // porch/<date>/<time>-<seq, 20 digits>-<id>.jpg, in capture order.
+        let name = f.to_str().unwrap();
+        assert!(name.starts_with("porch/"), "{name}");
+        assert!(
+            name.contains(&format!("-{i:020}-")) && name.ends_with(".jpg"),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(out.path().join(f)).unwrap(),
+            original.as_ref(),
+            "{name}"
+        );
+    }
+
+    // All acknowledged: nothing comes again, and the idle timeout ends the empty wait.
+    let again = tempfile::tempdir().unwrap();
+    let (ok, stderr) = consume_bin(&emu, "files", again.path()).await;
+    assert!(ok && stderr.contains("consumed 0 frames"), "{stderr}");
+
+    // The same frame published again (a resend, with the attributes the agent gave it):
+    // its file exists, it is not written twice.
+    let (ok, stderr) = {
+        let emu = &emu;
+        let first = tokio::task::block_in_place(|| {
+            emu.pull_n(PROJECT, "audit", 1, Duration::from_secs(30))
+        });
+        let first = &first[0];
+        assert_eq!(seq(first), 0);
+        let attrs: Vec<(&str, &str)> = first
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        tokio::task::block_in_place(|| {
+            emu.publish(
+                PROJECT,
+                "toconsume",
+                &first.data,
+                &attrs,
+                &first.ordering_key,
+            )
+        });
+        consume_bin(emu, "files", out.path()).await
+    };
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("consumed 0 frames") && stderr.contains("1 duplicates"),
+        "{stderr}"
+    );
+    assert_eq!(files_under(out.path()), files);
+}

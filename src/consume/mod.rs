@@ -40,6 +40,7 @@ mod convert;
 mod durable;
 pub mod name;
 pub mod progress;
+pub mod pubsub;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -232,6 +233,9 @@ pub enum ConsumeError {
     /// Kafka client error (subscription, offsets).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Pub/Sub: the subscription does not exist, or Pub/Sub refuses the request.
+    #[error("pubsub: {0}")]
+    Pubsub(String),
     /// Writing a frame file (or creating its folder) failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -272,6 +276,33 @@ pub struct ConsumeReport {
 }
 
 impl ConsumeReport {
+    /// Counts what became of one record; a skipped one is logged (rate-limited) with
+    /// `position` (where it was read).
+    fn tally(
+        &mut self,
+        outcome: Outcome,
+        list_files: bool,
+        warnings: &mut crate::throttle::Throttle,
+        position: impl FnOnce() -> String,
+    ) {
+        match outcome {
+            Outcome::Written { path, bytes } => {
+                self.frames += 1;
+                self.bytes_written += bytes;
+                if list_files {
+                    self.files.push(path);
+                }
+            }
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Skipped(why) => {
+                self.skipped += 1;
+                if let Some(suppressed) = warnings.allow(Instant::now()) {
+                    tracing::warn!(at = %position(), suppressed, "record skipped: {why}");
+                }
+            }
+        }
+    }
+
     fn progress(&self) -> progress::Progress {
         progress::Progress {
             frames: self.frames,
@@ -301,25 +332,42 @@ impl ConsumeReport {
     }
 }
 
-fn header_str<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    let h = msg.headers()?;
-    h.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
+/// A frame as `consume` and `view` read it back: a Kafka record, or a Pub/Sub message
+/// ([`pubsub`]).
+pub(crate) trait Incoming {
+    /// The image (the record's value, the message's data).
+    fn value(&self) -> Option<&[u8]>;
+    /// A header (Kafka) or attribute (Pub/Sub) as UTF-8 text.
+    fn header(&self, name: &str) -> Option<&str>;
+    /// What its file name is made of.
+    fn meta(&self) -> RecordMeta;
 }
 
-fn meta_of(msg: &OwnedMessage) -> RecordMeta {
-    let text = |name| header_str(msg, name).map(str::to_string);
-    RecordMeta {
-        device: text(header::DEVICE),
-        key: msg.key().map(<[u8]>::to_vec),
-        captured_at: text(header::CAPTURED_AT),
-        timestamp_ms: msg.timestamp().to_millis(),
-        seq: text(header::SEQ),
-        frame_id: text(header::FRAME_ID),
-        partition: msg.partition(),
-        offset: msg.offset(),
+impl Incoming for OwnedMessage {
+    fn value(&self) -> Option<&[u8]> {
+        self.payload()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        let h = self.headers()?;
+        h.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    fn meta(&self) -> RecordMeta {
+        let text = |name| self.header(name).map(str::to_string);
+        RecordMeta {
+            device: text(header::DEVICE),
+            key: self.key().map(<[u8]>::to_vec),
+            captured_at: text(header::CAPTURED_AT),
+            timestamp_ms: self.timestamp().to_millis(),
+            seq: text(header::SEQ),
+            frame_id: text(header::FRAME_ID),
+            partition: self.partition(),
+            offset: self.offset(),
+        }
     }
 }
 
@@ -359,15 +407,15 @@ impl Kind {
 /// Every image is checked first: a JPEG or PNG with [`inspect::image`] (structure,
 /// dimensions within `limits`; written without bytes after its EOI or IEND), a zstd frame's
 /// stated dimensions against `limits` before its pixels are allocated.
-fn classify(msg: &OwnedMessage, limits: &Limits) -> Result<Kind, String> {
-    let value = msg.payload().ok_or("no value")?;
+fn classify(msg: &impl Incoming, limits: &Limits) -> Result<Kind, String> {
+    let value = msg.value().ok_or("no value")?;
     let checked =
         |data: &[u8]| inspect::image(data, limits).map_err(|e| format!("{}: {e}", e.reason()));
     let is_png = |v: &[u8]| v.starts_with(&inspect::PNG_SIGNATURE);
-    match header_str(msg, header::CONTENT_TYPE) {
+    match msg.header(header::CONTENT_TYPE) {
         Some(ct) if ct == CONTENT_TYPE_RAW_ZSTD => {
             let dim = |name| {
-                header_str(msg, name)
+                msg.header(name)
                     .and_then(|v| v.parse::<u32>().ok())
                     .ok_or_else(|| format!("zstd frame without a numeric {name}"))
             };
@@ -375,7 +423,8 @@ fn classify(msg: &OwnedMessage, limits: &Limits) -> Result<Kind, String> {
             limits
                 .check_dimensions(width, height)
                 .map_err(|e| format!("frame_too_large: {e}"))?;
-            let format = header_str(msg, header::PIXEL_FORMAT)
+            let format = msg
+                .header(header::PIXEL_FORMAT)
                 .and_then(PixelFormat::parse)
                 .ok_or("zstd frame without a pixel format")?;
             Ok(Kind::Zstd {
@@ -439,7 +488,7 @@ pub(crate) fn browser_image(
 
 /// The edgecam headers and Kafka position of `msg` (see [`name::RecordMeta`]).
 pub(crate) fn record_meta(msg: &OwnedMessage) -> RecordMeta {
-    meta_of(msg)
+    msg.meta()
 }
 
 /// What happened to one record.
@@ -460,17 +509,54 @@ struct Writer {
 }
 
 impl Writer {
-    fn write(&mut self, msg: &OwnedMessage) -> Result<Outcome, ConsumeError> {
+    /// The writer for `opts`, with the output folder made (and `fsync`ed into its parent).
+    fn new(opts: &ConsumeOptions) -> Result<Writer, ConsumeError> {
+        let mut w = Writer {
+            output_dir: opts.output_dir.clone(),
+            limits: opts.limits,
+            conversion: opts.conversion,
+            converter: Converter::new(opts.limits),
+            dirs: Dirs::default(),
+        };
+        w.dirs
+            .ensure(&opts.output_dir)
+            .map_err(|source| ConsumeError::Write {
+                path: opts.output_dir.clone(),
+                source,
+            })?;
+        Ok(w)
+    }
+
+    /// [`Writer::write`] on tokio's blocking pool; the writer goes there and back.
+    async fn write_off_runtime<M: Incoming + Send + 'static>(
+        slot: &mut Option<Writer>,
+        msg: M,
+    ) -> Result<Outcome, ConsumeError> {
+        let mut w = slot.take().expect("the writer is always returned");
+        let (w, outcome) = match tokio::task::spawn_blocking(move || {
+            let outcome = w.write(&msg);
+            (w, outcome)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        *slot = Some(w);
+        outcome
+    }
+
+    fn write(&mut self, msg: &impl Incoming) -> Result<Outcome, ConsumeError> {
         let kind = match classify(msg, &self.limits) {
             Ok(k) => k,
             Err(why) => return Ok(Outcome::Skipped(why)),
         };
-        let rel = name::relative_path(&meta_of(msg), kind.ext());
+        let rel = name::relative_path(&msg.meta(), kind.ext());
         let path = self.output_dir.join(&rel);
         if std::fs::symlink_metadata(&path).is_ok() {
             return Ok(Outcome::Duplicate);
         }
-        let value = msg.payload().unwrap_or_default();
+        let value = msg.value().unwrap_or_default();
         let c = self.conversion;
         let data: Vec<u8> = match kind {
             Kind::Jpeg {
@@ -528,6 +614,21 @@ impl Writer {
     }
 }
 
+/// A spinner line on stderr showing `waiting` until the first frame, or a hidden one.
+fn progress_bar(show: bool, waiting: &'static str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b.set_message(waiting);
+    b.enable_steady_tick(Duration::from_millis(250));
+    b
+}
+
 /// Consumes `opts.topic` until `max_frames`, the idle timeout, or `shutdown`.
 ///
 /// Errors: [`ConsumeError::Property`] before anything is opened; [`ConsumeError`] on client
@@ -542,34 +643,9 @@ pub async fn consume(
         assigned: assigned_tx,
         also: opts.assigned.clone(),
     })?;
-    let mut writer = Some(Writer {
-        output_dir: opts.output_dir.clone(),
-        limits: opts.limits,
-        conversion: opts.conversion,
-        converter: Converter::new(opts.limits),
-        dirs: Dirs::default(),
-    });
-    if let Some(w) = writer.as_mut() {
-        w.dirs
-            .ensure(&opts.output_dir)
-            .map_err(|source| ConsumeError::Write {
-                path: opts.output_dir.clone(),
-                source,
-            })?;
-    }
+    let mut writer = Some(Writer::new(opts)?);
     consumer.subscribe(&[&opts.topic])?;
-    let bar = if opts.progress {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b.set_message("waiting for a partition assignment");
-        b.enable_steady_tick(Duration::from_millis(250));
-        b
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(opts.progress, "waiting for a partition assignment");
     let mut report = ConsumeReport::default();
     let mut warnings = crate::throttle::Throttle::frames();
     // Set at the first assignment: the rate and the idle timer start there.
@@ -628,33 +704,10 @@ pub async fn consume(
         assigned_at.get_or_insert(now);
         report.bytes += msg.payload().map_or(0, <[u8]>::len) as u64;
         let (partition, offset) = (msg.partition(), msg.offset());
-        let mut w = writer.take().expect("the writer is always returned");
-        let (w, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = w.write(&msg);
-            (w, outcome)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
-        writer = Some(w);
-        match outcome? {
-            Outcome::Written { path, bytes } => {
-                report.frames += 1;
-                report.bytes_written += bytes;
-                if opts.list_files {
-                    report.files.push(path);
-                }
-            }
-            Outcome::Duplicate => report.duplicates += 1,
-            Outcome::Skipped(why) => {
-                report.skipped += 1;
-                if let Some(suppressed) = warnings.allow(Instant::now()) {
-                    tracing::warn!(partition, offset, suppressed, "record skipped: {why}");
-                }
-            }
-        }
+        let outcome = Writer::write_off_runtime(&mut writer, msg).await?;
+        report.tally(outcome, opts.list_files, &mut warnings, || {
+            format!("partition {partition} offset {offset}")
+        });
         // Only now, with the file durable (or the record skipped on purpose).
         consumer.store_offset(&opts.topic, partition, offset)?;
         last_activity = Instant::now();

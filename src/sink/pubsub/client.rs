@@ -128,6 +128,27 @@ impl Client {
     ///
     /// Errors: [`ClientError`].
     pub fn new(cfg: &PubsubConfig) -> Result<Client, ClientError> {
+        Client::with(
+            cfg.base_url(),
+            cfg.credentials
+                .as_ref()
+                .filter(|_| cfg.emulator_host.is_none()),
+            cfg.emulator_host.is_some(),
+            Duration::from_millis(cfg.request_timeout_ms.get() as u64),
+        )
+    }
+
+    /// A client for `base` (e.g. `https://pubsub.googleapis.com`, no trailing `/`): no
+    /// token when `emulator`, else one signed with the service-account key in `credentials`,
+    /// else the metadata server's. Each request may take `timeout`.
+    ///
+    /// Errors: [`ClientError`].
+    pub fn with(
+        base: String,
+        credentials: Option<&crate::config::Secret>,
+        emulator: bool,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -136,9 +157,9 @@ impl Client {
         let http = HttpClient::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        let auth = match (&cfg.emulator_host, &cfg.credentials) {
-            (Some(_), _) => Auth::None,
-            (None, Some(secret)) => {
+        let auth = match (emulator, credentials) {
+            (true, _) => Auth::None,
+            (false, Some(secret)) => {
                 let sa = ServiceAccountKey::parse(secret.expose(), "pubsub.credentials")
                     .map_err(|e| ClientError::Key(e.to_string()))?;
                 let key = openssl::pkey::PKey::private_key_from_pem(sa.private_key.as_bytes())
@@ -149,14 +170,14 @@ impl Client {
                     key,
                 }
             }
-            (None, None) => Auth::Metadata,
+            (false, None) => Auth::Metadata,
         };
         Ok(Client {
             http,
-            base: cfg.base_url(),
+            base,
             auth,
             token: tokio::sync::Mutex::new(None),
-            timeout: Duration::from_millis(cfg.request_timeout_ms.get() as u64),
+            timeout,
         })
     }
 
@@ -218,6 +239,15 @@ impl Client {
 
     /// Sends `req` within the timeout; the status and the whole body.
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), Failure> {
+        self.send_within(req, self.timeout).await
+    }
+
+    /// Sends `req` within `timeout`; the status and the whole body.
+    async fn send_within(
+        &self,
+        req: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), Failure> {
         let fut = async {
             let resp = self
                 .http
@@ -233,21 +263,33 @@ impl Client {
                 .to_bytes();
             Ok((status, body))
         };
-        match tokio::time::timeout(self.timeout, fut).await {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Transient(format!(
-                "no answer within {} ms (pubsub.request_timeout_ms)",
-                self.timeout.as_millis()
+                "no answer within {} ms",
+                timeout.as_millis()
             ))),
         }
     }
 
-    /// `method` on `{base}/v1/{path}` with a JSON `body`, authenticated.
+    /// `method` on `{base}/v1/{path}` with a JSON `body`, authenticated, within the
+    /// client's timeout.
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<String>,
+    ) -> Result<(StatusCode, Bytes), Failure> {
+        self.call_within(method, path, body, self.timeout).await
+    }
+
+    /// [`Client::call`] within `timeout`.
+    async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
     ) -> Result<(StatusCode, Bytes), Failure> {
         let mut req = Request::builder()
             .method(method)
@@ -259,7 +301,7 @@ impl Client {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| Failure::Rejected(format!("request: {e}")))?;
-        self.send(req).await
+        self.send_within(req, timeout).await
     }
 
     /// Publishes a request `body` (`{"messages":[…]}`) to `topic` (`projects/P/topics/T`);
