@@ -431,6 +431,21 @@ fn collect(opts: &BenchOptions) -> Result<(Header, Vec<Row>), BenchError> {
         "fit vtest 768x576 @ 20000 B (re-encode)".into(),
         cfg_at(20_000),
     ));
+    // The re-encode of the planar-YUV issue: decode + JPEG q85 at the same size.
+    let mut q85 = default_cfg.clone();
+    q85.passthrough = false;
+    q85.quality_max = crate::config::Quality::new(85).expect("in range");
+    for (id, planar, route) in [("2g", true, "YUV planes"), ("2g'", false, "RGB")] {
+        let what = format!("re-encode vtest 768x576 q85, {route}");
+        rows.push(match &vtest_images {
+            Ok(Some(images)) => {
+                let order: Vec<usize> = (0..images.len()).collect();
+                fit_row_via(id, what, images, &order, &q85, iterations, planar)
+            }
+            Ok(None) => Row::failed(id, what, MISSING),
+            Err(e) => Row::failed(id, what, e.clone()),
+        });
+    }
     let hd_images: Input<Vec<Image>> = match &hd {
         Ok(Some(c)) => Ok(Some(c.iter().cloned().map(Image::Raw).collect())),
         Ok(None) => Ok(None),
@@ -442,6 +457,35 @@ fn collect(opts: &BenchOptions) -> Result<(Header, Vec<Row>), BenchError> {
             (Ok(Some(images)), Ok(cfg)) => {
                 let order: Vec<usize> = (0..HD_FRAMES).map(|i| i % images.len()).collect();
                 fit_row(id, what, images, &order, &cfg, iterations)
+            }
+            (Ok(None), _) => Row::failed(id, what, MISSING),
+            (Err(e), _) => Row::failed(id, what, e.clone()),
+            (_, Err(e)) => Row::failed(id, what, e),
+        });
+    }
+    // 1080p JPEGs as a camera sends them (the photographs' crops at q95, 4:2:0), fitted
+    // under 150 KB.
+
+    let hd_jpegs: Result<Option<Vec<Image>>, String> = match &hd {
+        Ok(Some(crops)) => crops
+            .iter()
+            .map(|c| {
+                let data = jpeg.encode(c, 95).map_err(|e| format!("error: {e}"))?;
+                JpegImage::parse(Bytes::from(data))
+                    .map(Image::Jpeg)
+                    .map_err(|e| format!("error: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.clone()),
+    };
+    for (id, planar, route) in [("2h", true, "YUV planes"), ("2h'", false, "RGB")] {
+        let what = format!("fit 1080p JPEG x{HD_FRAMES} @ 150000 B, {route}");
+        rows.push(match (&hd_jpegs, cfg_at(150_000)) {
+            (Ok(Some(images)), Ok(cfg)) => {
+                let order: Vec<usize> = (0..HD_FRAMES).map(|i| i % images.len()).collect();
+                fit_row_via(id, what, images, &order, &cfg, iterations, planar)
             }
             (Ok(None), _) => Row::failed(id, what, MISSING),
             (Err(e), _) => Row::failed(id, what, e.clone()),
@@ -750,6 +794,19 @@ fn fit_row(
     cfg: &EncodeConfig,
     iterations: u32,
 ) -> Row {
+    fit_row_via(id, what, images, order, cfg, iterations, true)
+}
+
+/// [`fit_row`], through the planar route or (`planar` false) the RGB route it replaced.
+fn fit_row_via(
+    id: &'static str,
+    what: String,
+    images: &[Image],
+    order: &[usize],
+    cfg: &EncodeConfig,
+    iterations: u32,
+    planar: bool,
+) -> Row {
     let budget = cfg.max_message_bytes.get() as usize;
     let mut log = FitLog::default();
     let mut total_ms = Vec::new();
@@ -760,6 +817,8 @@ fn fit_row(
             Ok(e) => e,
             Err(e) => return Row::failed(id, what, format!("error: {e}")),
         };
+        enc.planar = planar;
+        enc.planar = planar;
         let mut total = 0.0;
         for (i, &k) in order.iter().enumerate() {
             let t = Instant::now();

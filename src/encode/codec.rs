@@ -128,6 +128,142 @@ impl Jpeg {
     }
 }
 
+impl Jpeg {
+    /// Decodes `jpeg` to its own YCbCr planes (no colour conversion), with the same DCT
+    /// scaling as [`Jpeg::decode`]. `Ok(None)` when its chroma subsampling has no planar
+    /// decode here (the caller decodes to RGB instead).
+    ///
+    /// Errors: as [`Jpeg::decode`].
+    pub fn decode_planes(
+        &mut self,
+        jpeg: &[u8],
+        min_width: u32,
+        min_height: u32,
+    ) -> Result<Option<super::planar::Planes>, CodecError> {
+        let err = |e: turbojpeg::Error| CodecError::Decode(e.to_string());
+        let header = self.decompressor.read_header(jpeg).map_err(err)?;
+        let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.limits
+            .check_dimensions(side(header.width), side(header.height))
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let subsamp = header.subsamp;
+        let gray = match subsamp {
+            Subsamp::Gray => true,
+            Subsamp::None
+            | Subsamp::Sub2x1
+            | Subsamp::Sub2x2
+            | Subsamp::Sub1x2
+            | Subsamp::Sub4x1
+            | Subsamp::Sub1x4 => false,
+            _ => return Ok(None),
+        };
+        let factor = scaling_factor(header.width, header.height, min_width, min_height);
+        self.decompressor.set_scaling_factor(factor).map_err(err)?;
+        let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+        let layout = turbojpeg::YuvImage {
+            pixels: (),
+            width: w,
+            align: 1,
+            height: h,
+            subsamp,
+        };
+        let len = turbojpeg::yuv_pixels_len(w, 1, h, subsamp).map_err(err)?;
+        let mut buf = vec![0u8; len];
+        self.decompressor
+            .decompress_to_yuv(
+                jpeg,
+                turbojpeg::YuvImage {
+                    pixels: buf.as_mut_slice(),
+                    width: w,
+                    align: 1,
+                    height: h,
+                    subsamp,
+                },
+            )
+            .map_err(err)?;
+        let uv = (!gray).then(|| {
+            (
+                layout.uv_size(),
+                (subsamp.width() as u32, subsamp.height() as u32),
+            )
+        });
+        super::planar::split(buf, w as u32, h as u32, layout.y_size(), uv).map(Some)
+    }
+
+    /// Encodes 4:2:0 planes (luma exactly the image size, chroma `ceil(w/2)`×`ceil(h/2)`)
+    /// at `quality`, or the luma alone as a grayscale JPEG. Every plane's size is checked
+    /// here first: the crate asserts them, which would abort the process.
+    ///
+    /// Errors: [`CodecError::Encode`] for planes of the wrong size or an encoder failure.
+    pub fn encode_planes(
+        &mut self,
+        out: &super::planar::Output,
+        quality: u8,
+    ) -> Result<Vec<u8>, CodecError> {
+        let Some((u, v)) = &out.uv else {
+            return self.encode(&out.y, quality);
+        };
+        let err = |message: String| CodecError::Encode {
+            codec: "jpeg",
+            message,
+        };
+        let y = &out.y;
+        let (w, h) = (y.width as usize, y.height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        if [u, v]
+            .iter()
+            .any(|p| (p.width as usize, p.height as usize) != (cw, ch))
+            || y.data.len() != w * h
+        {
+            return Err(err(format!(
+                "planes of {}x{}, {}x{}, {}x{} for a {w}x{h} 4:2:0 image",
+                y.width, y.height, u.width, u.height, v.width, v.height
+            )));
+        }
+        // libjpeg-turbo reads luma in whole 2x2 blocks: an odd side gets its last column or
+        // row repeated.
+        let (pw, ph) = (2 * cw, 2 * ch);
+        let padded: std::borrow::Cow<'_, [u8]> = if (pw, ph) == (w, h) {
+            std::borrow::Cow::Borrowed(&y.data)
+        } else {
+            let mut p = Vec::with_capacity(pw * ph);
+            for row in y.data.chunks_exact(w) {
+                p.extend_from_slice(row);
+                p.extend(std::iter::repeat_n(row[w - 1], pw - w));
+            }
+            let last = p[(h - 1) * pw..].to_vec();
+            for _ in h..ph {
+                p.extend_from_slice(&last);
+            }
+            std::borrow::Cow::Owned(p)
+        };
+        let sub = Subsamp::Sub2x2;
+        // tj3YUVPlaneSize for a plane whose stride is its width: width × height, luma in
+        // whole 2x2 blocks. (The crate's yuv_plane_len needs a component type it does not
+        // export.)
+        if padded.len() < pw * ph || u.data.len() < cw * ch || v.data.len() < cw * ch {
+            return Err(err(format!("planes too small for a {w}x{h} 4:2:0 image")));
+        }
+        let tj = |e: turbojpeg::Error| err(e.to_string());
+        self.compressor
+            .set_quality(quality.clamp(1, 100) as i32)
+            .map_err(tj)?;
+        self.compressor
+            .compress_yuv_planes_to_vec(&turbojpeg::YuvPlanesImage {
+                y_plane: &padded[..],
+                u_plane: &u.data[..],
+                v_plane: &v.data[..],
+                width: w,
+                height: h,
+                y_stride: pw,
+                u_stride: cw,
+                v_stride: cw,
+                subsamp: sub,
+            })
+            .map_err(tj)
+    }
+}
+
 /// Decodes a PNG to RGB8, or Gray8 when it has no colour: palettes expanded, 16-bit samples
 /// reduced to 8, alpha dropped (not composited). Memory: one output buffer of at most 4
 /// bytes per pixel (RGBA before the alpha is dropped in place), so a PNG within `limits`

@@ -27,6 +27,8 @@ use crate::record;
 
 pub mod codec;
 pub mod ladder;
+pub mod planar;
+pub mod ssim;
 pub mod transform;
 
 pub use codec::CodecError;
@@ -143,6 +145,9 @@ pub struct Encoder {
     /// The ladder last used: built for this target size and spec.
     ladder_cache: Option<((u32, u32), LadderSpec, Vec<Rung>)>,
     limits: Limits,
+    /// JPEG to JPEG through YCbCr planes ([`planar`]); `false` only to compare with the
+    /// RGB route (`edgecam bench` rows 2g', 2h').
+    pub(crate) planar: bool,
 }
 
 impl Encoder {
@@ -177,6 +182,7 @@ impl Encoder {
             controller: RateController::new(),
             ladder_cache: None,
             limits,
+            planar: true,
         })
     }
 
@@ -298,16 +304,24 @@ impl Encoder {
             image,
             format,
             rotate,
+            planar: self.planar && codec == Codec::Jpeg && matches!(image, Image::Jpeg(_)),
             decoded: None,
             prepared: None,
         };
         let mut encode_rung = |i: usize| -> Result<(Vec<u8>, usize), CodecError> {
             let rung = rungs[i];
-            let img = work.pixels(jpeg, rung.width, rung.height)?;
-            let out = match codec {
-                Codec::Jpeg => jpeg.encode(img, rung.quality.unwrap_or(75))?,
-                Codec::Png => codec::encode_png(img)?,
-                Codec::Zstd => codec::encode_zstd(img, zstd_level.get())?,
+            let quality = rung.quality.unwrap_or(75);
+            let out = match (codec, work.pixels(jpeg, rung.width, rung.height)?) {
+                (Codec::Jpeg, Pixels::Rgb(img)) => jpeg.encode(img, quality)?,
+                (Codec::Jpeg, Pixels::Planes(planes)) => jpeg.encode_planes(planes, quality)?,
+                (Codec::Png, Pixels::Rgb(img)) => codec::encode_png(img)?,
+                (Codec::Zstd, Pixels::Rgb(img)) => codec::encode_zstd(img, zstd_level.get())?,
+                (Codec::Png | Codec::Zstd, Pixels::Planes(_)) => {
+                    return Err(CodecError::Encode {
+                        codec: codec.as_str(),
+                        message: "planes are for JPEG only (a bug)".into(),
+                    })
+                }
             };
             let len = out.len();
             Ok((out, len))
@@ -342,38 +356,76 @@ impl Encoder {
 /// The pixels one frame needs while the controller tries rungs, kept so that a frame
 /// costs at most one decode and memory stays bounded whatever the ladder does.
 ///
-/// `decoded` is the frame as `format` pixels before rotation, from a JPEG decoded at the
-/// smallest DCT scale that was large enough for the rungs tried so far (a larger rung
-/// decodes again, larger, and replaces it), or borrowed from a raw image already in
+/// `decoded` is the frame before rotation: a JPEG decoded at the smallest DCT scale that
+/// was large enough for the rungs tried so far (a larger rung decodes again, larger, and
+/// replaces it), to its own YCbCr planes when `planar` (JPEG in, JPEG out: no RGB at all,
+/// see [`planar`]) or else to `format` pixels; or a raw image borrowed when already in
 /// `format`. `prepared` is the one transformed copy (resized and rotated) for the last rung
 /// size asked for; quality rungs of the same size share it, and a new size replaces it.
 /// That matters for progressive JPEGs, where libjpeg-turbo's DCT scaling saves little and a
-/// 17.9 MP decode costs most of a second, and for memory: a 50 MP frame holds one 150 MB
-/// decode and one smaller copy, never a copy per rung.
+/// 17.9 MP decode costs most of a second, and for memory: a 50 MP frame holds one decode
+/// and one smaller copy, never a copy per rung.
 struct Work<'a> {
     image: &'a Image,
     format: PixelFormat,
     rotate: u16,
-    decoded: Option<Cow<'a, RawImage>>,
-    prepared: Option<RawImage>,
+    planar: bool,
+    decoded: Option<Decoded<'a>>,
+    prepared: Option<Prepared>,
+}
+
+/// A frame decoded for [`Work`].
+enum Decoded<'a> {
+    Rgb(Cow<'a, RawImage>),
+    Planes(planar::Planes),
+}
+
+impl Decoded<'_> {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Decoded::Rgb(r) => (r.width, r.height),
+            Decoded::Planes(p) => (p.width, p.height),
+        }
+    }
+}
+
+/// A rung's pixels, made by [`Work`].
+enum Prepared {
+    Rgb(RawImage),
+    Planes(planar::Output),
+}
+
+impl Prepared {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Prepared::Rgb(r) => (r.width, r.height),
+            Prepared::Planes(o) => (o.y.width, o.y.height),
+        }
+    }
+}
+
+/// What [`Work::pixels`] hands the encoder.
+enum Pixels<'p> {
+    Rgb(&'p RawImage),
+    Planes(&'p planar::Output),
 }
 
 impl Work<'_> {
-    /// `image` as `format` pixels, rotated by `rotate` degrees and resized to exactly
-    /// `width`×`height` (the output orientation).
+    /// `image` rotated by `rotate` degrees and resized to exactly `width`×`height` (the
+    /// output orientation): as planes on the planar route, else as `format` pixels.
     fn pixels(
         &mut self,
         jpeg: &mut codec::Jpeg,
         width: u32,
         height: u32,
-    ) -> Result<&RawImage, CodecError> {
+    ) -> Result<Pixels<'_>, CodecError> {
         // Size needed before rotation.
         let (pw, ph) = match self.rotate {
             90 | 270 => (height, width),
             _ => (width, height),
         };
-        let fits = |r: &RawImage| r.width >= pw && r.height >= ph;
-        let keep = match (self.decoded.as_deref(), self.image) {
+        let fits = |(w, h): (u32, u32)| w >= pw && h >= ph;
+        let keep = match (self.decoded.as_ref().map(Decoded::size), self.image) {
             (Some(d), _) if !fits(d) => false,
             // A large JPEG decoded bigger than this rung needs: decode again, smaller, rather
             // than hold the big decode and a resize of it at once (memory over CPU; see
@@ -381,36 +433,57 @@ impl Work<'_> {
             (Some(d), Image::Jpeg(j))
                 if j.width as u64 * j.height as u64 > codec::FINE_SCALING_ABOVE_PIXELS =>
             {
-                let (w, h) = codec::scaled_size(j.width, j.height, pw, ph);
-                (w, h) == (d.width, d.height)
+                codec::scaled_size(j.width, j.height, pw, ph) == d
             }
             (Some(_), _) => true,
             (None, _) => false,
         };
         if !keep {
-            // Free the old decode before making the new one.
+            // Free the old decode (and what was made from it) before making the new one.
             self.decoded = None;
-            self.decoded = Some(match self.image {
-                Image::Jpeg(j) => Cow::Owned(jpeg.decode(&j.data, self.format, pw, ph)?),
-                Image::Raw(r) if r.format == self.format => Cow::Borrowed(r),
-                Image::Raw(r) => Cow::Owned(transform::grayscale_from(r)),
+            self.prepared = None;
+            let planes = match (self.planar, self.image) {
+                (true, Image::Jpeg(j)) => jpeg.decode_planes(&j.data, pw, ph)?,
+                _ => None,
+            };
+            self.decoded = Some(match (planes, self.image) {
+                (Some(p), _) => Decoded::Planes(p),
+                (None, Image::Jpeg(j)) => {
+                    // No planar decode for this subsampling: RGB from here on.
+                    self.planar = false;
+                    Decoded::Rgb(Cow::Owned(jpeg.decode(&j.data, self.format, pw, ph)?))
+                }
+                (None, Image::Raw(r)) if r.format == self.format => Decoded::Rgb(Cow::Borrowed(r)),
+                (None, Image::Raw(r)) => Decoded::Rgb(Cow::Owned(transform::grayscale_from(r))),
             });
         }
-        let base = self.decoded.as_deref().expect("set above");
-        if (base.width, base.height) == (pw, ph) && self.rotate.is_multiple_of(360) {
-            return Ok(base);
+        let base = self.decoded.as_ref().expect("set above");
+        if let Decoded::Rgb(b) = base {
+            if (b.width, b.height) == (pw, ph) && self.rotate.is_multiple_of(360) {
+                return Ok(Pixels::Rgb(b));
+            }
         }
-        let done = self
-            .prepared
-            .as_ref()
-            .is_some_and(|p| (p.width, p.height) == (width, height));
-        if !done {
+        if self.prepared.as_ref().map(Prepared::size) != Some((width, height)) {
             self.prepared = None;
-            // Shrink before rotating: less to move.
-            let resized = transform::resize_from(base, pw, ph);
-            self.prepared = Some(transform::rotate(resized, self.rotate));
+            self.prepared = Some(match base {
+                // Shrink before rotating: less to move.
+                Decoded::Rgb(b) => Prepared::Rgb(transform::rotate(
+                    transform::resize_from(b, pw, ph),
+                    self.rotate,
+                )),
+                Decoded::Planes(p) => Prepared::Planes(planar::prepare(
+                    p,
+                    pw,
+                    ph,
+                    self.rotate,
+                    self.format == PixelFormat::Gray8,
+                )),
+            });
         }
-        Ok(self.prepared.as_ref().expect("set above"))
+        Ok(match self.prepared.as_ref().expect("set above") {
+            Prepared::Rgb(r) => Pixels::Rgb(r),
+            Prepared::Planes(o) => Pixels::Planes(o),
+        })
     }
 }
 
