@@ -139,7 +139,7 @@ impl Jpeg {
         jpeg: &[u8],
         min_width: u32,
         min_height: u32,
-    ) -> Result<Option<super::planar::Planes>, CodecError> {
+    ) -> Result<Option<Planes>, CodecError> {
         let err = |e: turbojpeg::Error| CodecError::Decode(e.to_string());
         let header = self.decompressor.read_header(jpeg).map_err(err)?;
         let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
@@ -187,7 +187,7 @@ impl Jpeg {
                 (subsamp.width() as u32, subsamp.height() as u32),
             )
         });
-        super::planar::split(buf, w as u32, h as u32, layout.y_size(), uv).map(Some)
+        split(buf, w as u32, h as u32, layout.y_size(), uv).map(Some)
     }
 
     /// Encodes 4:2:0 planes (luma exactly the image size, chroma `ceil(w/2)`×`ceil(h/2)`)
@@ -195,11 +195,7 @@ impl Jpeg {
     /// here first: the crate asserts them, which would abort the process.
     ///
     /// Errors: [`CodecError::Encode`] for planes of the wrong size or an encoder failure.
-    pub fn encode_planes(
-        &mut self,
-        out: &super::planar::Output,
-        quality: u8,
-    ) -> Result<Vec<u8>, CodecError> {
+    pub fn encode_planes(&mut self, out: &Output, quality: u8) -> Result<Vec<u8>, CodecError> {
         let Some((u, v)) = &out.uv else {
             return self.encode(&out.y, quality);
         };
@@ -399,4 +395,87 @@ pub fn decode_zstd(data: &[u8], width: u32, height: u32, format: PixelFormat) ->
         .checked_mul(format.channels())?;
     let pixels = zstd::bulk::decompress(data, expected).ok()?;
     RawImage::new(width, height, format, pixels)
+}
+
+/// A YCbCr image as 8-bit planes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planes {
+    /// Visible width, pixels.
+    pub width: u32,
+    /// Visible height, pixels.
+    pub height: u32,
+    /// Luma: at least `width`×`height` (libjpeg-turbo pads it to whole chroma blocks); the
+    /// image is its top-left `width`×`height`.
+    pub y: RawImage,
+    /// Chroma, or `None` for a grayscale image.
+    pub chroma: Option<Chroma>,
+}
+
+/// The two chroma planes of [`Planes`] and their subsampling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chroma {
+    /// Cb, `ceil(width/fx)`×`ceil(height/fy)` samples.
+    pub u: RawImage,
+    /// Cr, the same size as `u`.
+    pub v: RawImage,
+    /// Horizontal subsampling: luma pixels per chroma sample (1, 2 or 4).
+    pub fx: u32,
+    /// Vertical subsampling (1, 2 or 4).
+    pub fy: u32,
+}
+
+/// The planes of one output image, ready for [`Jpeg::encode_planes`]: luma
+/// exactly `width`×`height`, chroma 4:2:0 (`ceil(width/2)`×`ceil(height/2)`), or luma alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Luma, exactly the output size.
+    pub y: RawImage,
+    /// Cb and Cr at 4:2:0, or `None` for a grayscale output.
+    pub uv: Option<(RawImage, RawImage)>,
+}
+
+/// Splits the single buffer libjpeg-turbo decoded to (`align` 1: Y, then U, then V, each
+/// row-major without padding) into [`Planes`].
+///
+/// Errors: [`CodecError::Decode`] when the buffer does not have the planes' sizes.
+fn split(
+    mut buf: Vec<u8>,
+    width: u32,
+    height: u32,
+    y_size: (usize, usize),
+    uv: Option<((usize, usize), (u32, u32))>,
+) -> Result<Planes, CodecError> {
+    let bad = || CodecError::Decode("decoder returned planes of unexpected sizes".into());
+    let y_len = y_size.0 * y_size.1;
+    let plane = |data: Vec<u8>, (w, h): (usize, usize)| {
+        RawImage::new(w as u32, h as u32, PixelFormat::Gray8, data).ok_or_else(bad)
+    };
+    let chroma = match uv {
+        None => {
+            if buf.len() != y_len {
+                return Err(bad());
+            }
+            None
+        }
+        Some((size, (fx, fy))) => {
+            let c_len = size.0 * size.1;
+            if buf.len() != y_len + 2 * c_len {
+                return Err(bad());
+            }
+            let v = buf.split_off(y_len + c_len);
+            let u = buf.split_off(y_len);
+            Some(Chroma {
+                u: plane(u, size)?,
+                v: plane(v, size)?,
+                fx,
+                fy,
+            })
+        }
+    };
+    Ok(Planes {
+        width,
+        height,
+        y: plane(buf, y_size)?,
+        chroma,
+    })
 }

@@ -377,7 +377,7 @@ struct Work<'a> {
 /// A frame decoded for [`Work`].
 enum Decoded<'a> {
     Rgb(Cow<'a, RawImage>),
-    Planes(planar::Planes),
+    Planes(codec::Planes),
 }
 
 impl Decoded<'_> {
@@ -392,7 +392,7 @@ impl Decoded<'_> {
 /// A rung's pixels, made by [`Work`].
 enum Prepared {
     Rgb(RawImage),
-    Planes(planar::Output),
+    Planes(codec::Output),
 }
 
 impl Prepared {
@@ -407,7 +407,7 @@ impl Prepared {
 /// What [`Work::pixels`] hands the encoder.
 enum Pixels<'p> {
     Rgb(&'p RawImage),
-    Planes(&'p planar::Output),
+    Planes(&'p codec::Output),
 }
 
 impl Work<'_> {

@@ -11,45 +11,8 @@
 
 use crate::frame::{PixelFormat, RawImage};
 
-use super::codec::CodecError;
+use super::codec::{Output, Planes};
 use super::transform;
-
-/// A YCbCr image as 8-bit planes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planes {
-    /// Visible width, pixels.
-    pub width: u32,
-    /// Visible height, pixels.
-    pub height: u32,
-    /// Luma: at least `width`×`height` (libjpeg-turbo pads it to whole chroma blocks); the
-    /// image is its top-left `width`×`height`.
-    pub y: RawImage,
-    /// Chroma, or `None` for a grayscale image.
-    pub chroma: Option<Chroma>,
-}
-
-/// The two chroma planes of [`Planes`] and their subsampling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chroma {
-    /// Cb, `ceil(width/fx)`×`ceil(height/fy)` samples.
-    pub u: RawImage,
-    /// Cr, the same size as `u`.
-    pub v: RawImage,
-    /// Horizontal subsampling: luma pixels per chroma sample (1, 2 or 4).
-    pub fx: u32,
-    /// Vertical subsampling (1, 2 or 4).
-    pub fy: u32,
-}
-
-/// The planes of one output image, ready for [`super::codec::Jpeg::encode_planes`]: luma
-/// exactly `width`×`height`, chroma 4:2:0 (`ceil(width/2)`×`ceil(height/2)`), or luma alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output {
-    /// Luma, exactly the output size.
-    pub y: RawImage,
-    /// Cb and Cr at 4:2:0, or `None` for a grayscale output.
-    pub uv: Option<(RawImage, RawImage)>,
-}
 
 /// Resizes the `crop_w`×`crop_h` top-left region of plane `src` (fractional: a sub-pixel
 /// crop, clamped to the plane) to exactly `w`×`h` with the bilinear convolution the RGB
@@ -115,52 +78,6 @@ pub fn prepare(planes: &Planes, width: u32, height: u32, rotate: u16, gray: bool
         y: turn(y),
         uv: uv.map(|(u, v)| (turn(u), turn(v))),
     }
-}
-
-/// Splits the single buffer libjpeg-turbo decoded to (`align` 1: Y, then U, then V, each
-/// row-major without padding) into [`Planes`].
-///
-/// Errors: [`CodecError::Decode`] when the buffer does not have the planes' sizes.
-pub(crate) fn split(
-    mut buf: Vec<u8>,
-    width: u32,
-    height: u32,
-    y_size: (usize, usize),
-    uv: Option<((usize, usize), (u32, u32))>,
-) -> Result<Planes, CodecError> {
-    let bad = || CodecError::Decode("decoder returned planes of unexpected sizes".into());
-    let y_len = y_size.0 * y_size.1;
-    let plane = |data: Vec<u8>, (w, h): (usize, usize)| {
-        RawImage::new(w as u32, h as u32, PixelFormat::Gray8, data).ok_or_else(bad)
-    };
-    let chroma = match uv {
-        None => {
-            if buf.len() != y_len {
-                return Err(bad());
-            }
-            None
-        }
-        Some((size, (fx, fy))) => {
-            let c_len = size.0 * size.1;
-            if buf.len() != y_len + 2 * c_len {
-                return Err(bad());
-            }
-            let v = buf.split_off(y_len + c_len);
-            let u = buf.split_off(y_len);
-            Some(Chroma {
-                u: plane(u, size)?,
-                v: plane(v, size)?,
-                fx,
-                fy,
-            })
-        }
-    };
-    Ok(Planes {
-        width,
-        height,
-        y: plane(buf, y_size)?,
-        chroma,
-    })
 }
 
 #[cfg(test)]
