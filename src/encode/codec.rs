@@ -105,11 +105,7 @@ impl Jpeg {
         min_height: u32,
     ) -> Result<RawImage, CodecError> {
         let err = |e: turbojpeg::Error| CodecError::Decode(e.to_string());
-        let header = self.decompressor.read_header(jpeg).map_err(err)?;
-        let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        self.limits
-            .check_dimensions(side(header.width), side(header.height))
-            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let header = self.header_within_limits(jpeg)?;
         let factor = scaling_factor(header.width, header.height, min_width, min_height);
         self.decompressor.set_scaling_factor(factor).map_err(err)?;
         let (w, h) = (factor.scale(header.width), factor.scale(header.height));
@@ -129,6 +125,23 @@ impl Jpeg {
 }
 
 impl Jpeg {
+    /// `jpeg`'s header as libjpeg-turbo reads it, refused when its size is over the limits
+    /// (before anything is allocated for its pixels).
+    fn header_within_limits(
+        &mut self,
+        jpeg: &[u8],
+    ) -> Result<turbojpeg::DecompressHeader, CodecError> {
+        let header = self
+            .decompressor
+            .read_header(jpeg)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        self.limits
+            .check_dimensions(side(header.width), side(header.height))
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        Ok(header)
+    }
+
     /// Decodes `jpeg` to its own YCbCr planes (no colour conversion), with the same DCT
     /// scaling as [`Jpeg::decode`]. `Ok(None)` when its chroma subsampling has no planar
     /// decode here (the caller decodes to RGB instead).
@@ -141,11 +154,7 @@ impl Jpeg {
         min_height: u32,
     ) -> Result<Option<Planes>, CodecError> {
         let err = |e: turbojpeg::Error| CodecError::Decode(e.to_string());
-        let header = self.decompressor.read_header(jpeg).map_err(err)?;
-        let side = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-        self.limits
-            .check_dimensions(side(header.width), side(header.height))
-            .map_err(|e| CodecError::Decode(e.to_string()))?;
+        let header = self.header_within_limits(jpeg)?;
         let subsamp = header.subsamp;
         let gray = match subsamp {
             Subsamp::Gray => true,
