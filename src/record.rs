@@ -105,11 +105,6 @@ impl FrameRecord {
         (!self.key.is_empty()).then_some(self.key.as_bytes())
     }
 
-    /// Appends header `name: value`.
-    pub fn push_header(&mut self, name: impl Into<HeaderName>, value: impl Into<String>) {
-        self.headers.push((name.into(), value.into()));
-    }
-
     /// Looks a header up by name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -246,13 +246,6 @@ pub enum ConsumeError {
     },
 }
 
-impl ConsumeError {
-    /// `true` for errors in the options (exit 64), found before anything was opened.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, ConsumeError::Property { .. })
-    }
-}
-
 /// What [`consume`] did.
 #[derive(Debug, Default, Clone)]
 pub struct ConsumeReport {
