@@ -18,11 +18,6 @@ use crate::record::header;
 /// frames).
 pub const PACKET_OVERHEAD_BYTES: u32 = 64 * 1024;
 
-/// The client id: `mqtt.client_id`, else `default`.
-pub fn client_id(cfg: &MqttConfig, default: &str) -> String {
-    cfg.client_id.clone().unwrap_or_else(|| default.to_string())
-}
-
 /// rumqttc QoS for `mqtt.qos` (0 → at most once, anything else → at least once).
 pub fn qos(n: u8) -> QoS {
     match n {

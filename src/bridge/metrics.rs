@@ -1,8 +1,18 @@
-//! Counters of one bridge, shared with whoever watches it (tests, the summary at exit).
+//! Counters of one bridge, shared with whoever watches it (tests, the summary at exit), and
+//! what `/metrics` and `/readyz` make of them ([`registry`], [`not_ready`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+
+// `/metrics`: the bridge's collector, on the encoding helpers of `http::prom`.
+use crate::http::prom::{build_info, counter, counters_by, gauge, Res};
 
 /// Why a message was not forwarded to `kafka.topic`. Every rejected message is counted under
 /// one of these, dead-lettered (when `bridge.dead_letter_topic` is set) and acknowledged.
@@ -287,4 +297,147 @@ impl crate::sink::SinkMetrics for BridgeMetrics {
     fn last_error(&self, error: String) {
         self.set_last_error(error);
     }
+}
+
+/// Why a bridge is not ready at `now_ms`: empty when it is. Ready means connected to the
+/// MQTT broker, and Kafka either delivered within `within` or has nothing waiting.
+pub fn not_ready(m: &BridgeMetrics, within: Duration, now_ms: u64) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !m.mqtt_up.load(Relaxed) {
+        reasons.push("mqtt: not connected to the broker".to_string());
+    }
+    let waiting = m.in_flight.load(Relaxed);
+    let last = m.last_forward_unix_ms.load(Relaxed);
+    if waiting > 0 && now_ms.saturating_sub(last) > within.as_millis() as u64 {
+        reasons.push(format!(
+            "kafka: {waiting} messages waiting, nothing delivered for {:.1} s",
+            now_ms.saturating_sub(last) as f64 / 1000.0
+        ));
+    }
+    reasons
+}
+
+/// The bridge's counters and gauges, read at scrape time.
+#[derive(Debug)]
+struct BridgeCollector(Arc<BridgeMetrics>);
+
+impl Collector for BridgeCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Res {
+        let m = &self.0;
+        let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        build_info(&mut e)?;
+        counter(
+            &mut e,
+            "bridge_messages_received",
+            "MQTT messages taken from the broker (a redelivered one counts again)",
+            c(&m.received),
+        )?;
+        counter(
+            &mut e,
+            "bridge_records_forwarded",
+            "Records Kafka confirmed in kafka.topic",
+            c(&m.forwarded),
+        )?;
+        counter(
+            &mut e,
+            "bridge_forwarded_bytes",
+            "Bytes of the forwarded records",
+            c(&m.forwarded_bytes),
+        )?;
+        counter(
+            &mut e,
+            "bridge_records_dead_lettered",
+            "Records Kafka confirmed in the dead-letter topic",
+            c(&m.dead_lettered),
+        )?;
+        counter(
+            &mut e,
+            "bridge_messages_discarded",
+            "Rejected messages dropped without a dead letter",
+            c(&m.discarded),
+        )?;
+        let rejected = m.rejected();
+        counters_by(
+            &mut e,
+            "bridge_messages_rejected",
+            "Messages that could not become a frame record, by reason",
+            "reason",
+            rejected.iter().map(|(r, n)| (r.as_str(), *n)),
+        )?;
+        let uploads = m.uploads();
+        counters_by(
+            &mut e,
+            "bridge_uploads",
+            "HTTP uploads (POST /v1/frames/{device}) by outcome",
+            "outcome",
+            uploads.iter().map(|(o, n)| (o.as_str(), *n)),
+        )?;
+        counter(
+            &mut e,
+            "bridge_uploads_fitted",
+            "Stored uploads that were re-encoded to fit bridge.max_message_bytes",
+            c(&m.uploads_fitted),
+        )?;
+        counter(
+            &mut e,
+            "bridge_messages_acked",
+            "PUBACKs sent (QoS 1 messages fully handled)",
+            c(&m.acked),
+        )?;
+        counter(
+            &mut e,
+            "bridge_delivery_retries",
+            "Kafka deliveries that failed and were sent again",
+            c(&m.delivery_retries),
+        )?;
+        counter(
+            &mut e,
+            "bridge_producer_restarts",
+            "Kafka producers recreated after a fatal error",
+            c(&m.producer_restarts),
+        )?;
+        counter(
+            &mut e,
+            "bridge_mqtt_connections",
+            "MQTT connections made",
+            c(&m.connections),
+        )?;
+        counter(
+            &mut e,
+            "bridge_mqtt_disconnects",
+            "MQTT connections lost",
+            c(&m.disconnects),
+        )?;
+        gauge(
+            &mut e,
+            "bridge_in_flight_messages",
+            "Messages taken from MQTT and not yet handled",
+            c(&m.in_flight) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "bridge_mqtt_up",
+            "1 while connected to the MQTT broker",
+            m.mqtt_up.load(Relaxed) as i64,
+        )?;
+        let devices = m.devices();
+        counters_by(
+            &mut e,
+            "bridge_device_messages",
+            "Messages received per device (the first 256 devices seen; the rest as \"other\")",
+            "source_device",
+            devices.iter().map(|(d, n)| (d.as_str(), *n)),
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry `/metrics` renders for a bridge, labelled `bridge`.
+pub fn registry(bridge_id: &str, metrics: Arc<BridgeMetrics>) -> Registry {
+    let mut root = Registry::with_prefix_and_labels(
+        "edgecam",
+        [(Cow::Borrowed("bridge"), Cow::Owned(bridge_id.to_string()))].into_iter(),
+    );
+    root.register_collector(Box::new(BridgeCollector(metrics)));
+    root
 }

@@ -178,11 +178,12 @@ pub async fn run(
     let http_stop = shutdown.child_token();
     let _http_guard = http_stop.clone().drop_guard();
     if let Some(addr) = cfg.http.listen {
-        crate::http::serve_bridge(
+        let m = metrics.clone();
+        crate::http::serve_service(
             addr,
-            cfg.bridge.id.as_str(),
+            metrics::registry(cfg.bridge.id.as_str(), metrics.clone()),
+            Arc::new(move |within, now_ms| metrics::not_ready(&m, within, now_ms)),
             Duration::from_millis(cfg.http.ready_within_ms.get()),
-            metrics.clone(),
             http_stop.clone(),
         )
         .await

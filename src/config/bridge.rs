@@ -272,7 +272,8 @@ impl TopicPattern {
 impl BridgeFile {
     /// The MQTT client id: `mqtt.client_id`, else `edgecam-bridge-<bridge.id>`.
     pub fn client_id(&self) -> String {
-        crate::mqtt::client_id(&self.mqtt, &format!("edgecam-bridge-{}", self.bridge.id))
+        self.mqtt
+            .client_id_or(&format!("edgecam-bridge-{}", self.bridge.id))
     }
 
     /// The inputs' patterns, in order. Validation guarantees they parse.

@@ -275,6 +275,14 @@ pub(crate) enum MqttUser {
 }
 
 impl MqttConfig {
+    /// The client id: `mqtt.client_id`, else `default` (`edgecam-<device>`,
+    /// `edgecam-bridge-<id>`).
+    pub fn client_id_or(&self, default: &str) -> String {
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| default.to_string())
+    }
+
     /// The broker port: `port`, else 8883 with TLS, else 1883.
     pub fn port(&self) -> u16 {
         match (self.port, &self.tls) {

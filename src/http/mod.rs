@@ -66,9 +66,13 @@ pub struct HttpError {
 enum Readiness {
     /// An agent: frames captured recently, and the sink delivering (or nothing waiting).
     Agent(Arc<Metrics>),
-    /// A bridge: MQTT connected, and Kafka delivering (or nothing waiting).
-    Bridge(Arc<crate::bridge::BridgeMetrics>),
+    /// Another service (the bridge), which says itself why it is not ready.
+    Service(NotReady),
 }
+
+/// Why a service is not ready, given `http.ready_within_ms` and the time now (ms since the
+/// Unix epoch): empty when it is.
+pub type NotReady = Arc<dyn Fn(Duration, u64) -> Vec<String> + Send + Sync>;
 
 #[derive(Clone)]
 struct AppState {
@@ -105,21 +109,21 @@ pub async fn serve_agent(
     serve(addr, app, state, shutdown).await
 }
 
-/// Binds `addr` and serves the bridge's endpoints (`/metrics`, `/healthz`, `/readyz`) until
-/// `shutdown` is cancelled.
+/// Binds `addr` and serves a service's `/metrics` (from `registry`), `/healthz` and
+/// `/readyz` (from `not_ready`) until `shutdown` is cancelled: what the bridge serves. The
+/// server knows nothing of the service; the service brings its collector and readiness.
 ///
 /// Errors: [`HttpError`] when the address cannot be bound.
-pub async fn serve_bridge(
+pub async fn serve_service(
     addr: SocketAddr,
-    bridge_id: &str,
+    registry: prometheus_client::registry::Registry,
+    not_ready: NotReady,
     ready_within: Duration,
-    metrics: Arc<crate::bridge::BridgeMetrics>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, HttpError> {
-    let registry = prom::bridge_registry(bridge_id, metrics.clone());
     let state = AppState {
         registry: Arc::new(registry),
-        readiness: Readiness::Bridge(metrics),
+        readiness: Readiness::Service(not_ready),
         ready_within,
         preview: None,
     };
@@ -186,7 +190,7 @@ async fn healthz() -> Response {
 async fn readyz(State(s): State<AppState>) -> Response {
     let reasons = match &s.readiness {
         Readiness::Agent(m) => agent_not_ready(m, s.ready_within, unix_ms_now()),
-        Readiness::Bridge(m) => bridge_not_ready(m, s.ready_within, unix_ms_now()),
+        Readiness::Service(f) => f(s.ready_within, unix_ms_now()),
     };
     if reasons.is_empty() {
         json(StatusCode::OK, serde_json::json!({ "ready": true }))
@@ -227,28 +231,6 @@ pub fn agent_not_ready(m: &Metrics, within: Duration, now_ms: u64) -> Vec<String
                 now_ms.saturating_sub(last) as f64 / 1000.0
             )
         });
-    }
-    reasons
-}
-
-/// Why a bridge is not ready at `now_ms`: empty when it is. Ready means connected to the
-/// MQTT broker, and Kafka either delivered within `within` or has nothing waiting.
-pub fn bridge_not_ready(
-    m: &crate::bridge::BridgeMetrics,
-    within: Duration,
-    now_ms: u64,
-) -> Vec<String> {
-    let mut reasons = Vec::new();
-    if !m.mqtt_up.load(Relaxed) {
-        reasons.push("mqtt: not connected to the broker".to_string());
-    }
-    let waiting = m.in_flight.load(Relaxed);
-    let last = m.last_forward_unix_ms.load(Relaxed);
-    if waiting > 0 && now_ms.saturating_sub(last) > within.as_millis() as u64 {
-        reasons.push(format!(
-            "kafka: {waiting} messages waiting, nothing delivered for {:.1} s",
-            now_ms.saturating_sub(last) as f64 / 1000.0
-        ));
     }
     reasons
 }

@@ -1,5 +1,5 @@
-//! `/metrics`: the agent's [`Metrics`] and the bridge's [`BridgeMetrics`] in the Prometheus
-//! (OpenMetrics) text format, through `prometheus-client`.
+//! `/metrics`: the agent's [`Metrics`] in the Prometheus (OpenMetrics) text format, through
+//! `prometheus-client`, and the helpers the bridge's collector (`bridge::metrics`) uses.
 //!
 //! The counters and gauges are read from the same atomics the exit summary prints, at
 //! scrape time ([`Collector`]), so a scrape and the summary never disagree. Every metric has
@@ -16,24 +16,27 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::bridge::BridgeMetrics;
 use crate::metrics::Metrics;
 
-type Enc<'a> = DescriptorEncoder<'a>;
-type Res = Result<(), std::fmt::Error>;
+/// The encoder a collector writes to.
+pub(crate) type Enc<'a> = DescriptorEncoder<'a>;
+/// What encoding returns.
+pub(crate) type Res = Result<(), std::fmt::Error>;
 
-fn counter(e: &mut Enc<'_>, name: &str, help: &str, v: u64) -> Res {
+/// One counter `name` of value `v`.
+pub(crate) fn counter(e: &mut Enc<'_>, name: &str, help: &str, v: u64) -> Res {
     let c = ConstCounter::new(v);
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn gauge(e: &mut Enc<'_>, name: &str, help: &str, v: i64) -> Res {
+/// One gauge `name` of value `v`.
+pub(crate) fn gauge(e: &mut Enc<'_>, name: &str, help: &str, v: i64) -> Res {
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
 /// One counter per label value: `name{label="…"}`.
-fn counters_by<'k>(
+pub(crate) fn counters_by<'k>(
     e: &mut Enc<'_>,
     name: &str,
     help: &str,
@@ -52,7 +55,8 @@ fn counters_by<'k>(
     Ok(())
 }
 
-fn build_info(e: &mut Enc<'_>) -> Res {
+/// `build_info` (always 1, labelled with the version).
+pub(crate) fn build_info(e: &mut Enc<'_>) -> Res {
     let g = ConstGauge::new(1i64);
     let mut family = e.encode_descriptor(
         "build_info",
@@ -243,131 +247,6 @@ pub fn agent_registry(device: &str, sink: &'static str, metrics: Arc<Metrics>) -
         h.jpeg_quality.clone(),
     );
     root.register_collector(Box::new(AgentCollector(metrics, sink)));
-    root
-}
-
-/// The bridge's counters and gauges, read at scrape time.
-#[derive(Debug)]
-struct BridgeCollector(Arc<BridgeMetrics>);
-
-impl Collector for BridgeCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> Res {
-        let m = &self.0;
-        let c = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-        build_info(&mut e)?;
-        counter(
-            &mut e,
-            "bridge_messages_received",
-            "MQTT messages taken from the broker (a redelivered one counts again)",
-            c(&m.received),
-        )?;
-        counter(
-            &mut e,
-            "bridge_records_forwarded",
-            "Records Kafka confirmed in kafka.topic",
-            c(&m.forwarded),
-        )?;
-        counter(
-            &mut e,
-            "bridge_forwarded_bytes",
-            "Bytes of the forwarded records",
-            c(&m.forwarded_bytes),
-        )?;
-        counter(
-            &mut e,
-            "bridge_records_dead_lettered",
-            "Records Kafka confirmed in the dead-letter topic",
-            c(&m.dead_lettered),
-        )?;
-        counter(
-            &mut e,
-            "bridge_messages_discarded",
-            "Rejected messages dropped without a dead letter",
-            c(&m.discarded),
-        )?;
-        let rejected = m.rejected();
-        counters_by(
-            &mut e,
-            "bridge_messages_rejected",
-            "Messages that could not become a frame record, by reason",
-            "reason",
-            rejected.iter().map(|(r, n)| (r.as_str(), *n)),
-        )?;
-        let uploads = m.uploads();
-        counters_by(
-            &mut e,
-            "bridge_uploads",
-            "HTTP uploads (POST /v1/frames/{device}) by outcome",
-            "outcome",
-            uploads.iter().map(|(o, n)| (o.as_str(), *n)),
-        )?;
-        counter(
-            &mut e,
-            "bridge_uploads_fitted",
-            "Stored uploads that were re-encoded to fit bridge.max_message_bytes",
-            c(&m.uploads_fitted),
-        )?;
-        counter(
-            &mut e,
-            "bridge_messages_acked",
-            "PUBACKs sent (QoS 1 messages fully handled)",
-            c(&m.acked),
-        )?;
-        counter(
-            &mut e,
-            "bridge_delivery_retries",
-            "Kafka deliveries that failed and were sent again",
-            c(&m.delivery_retries),
-        )?;
-        counter(
-            &mut e,
-            "bridge_producer_restarts",
-            "Kafka producers recreated after a fatal error",
-            c(&m.producer_restarts),
-        )?;
-        counter(
-            &mut e,
-            "bridge_mqtt_connections",
-            "MQTT connections made",
-            c(&m.connections),
-        )?;
-        counter(
-            &mut e,
-            "bridge_mqtt_disconnects",
-            "MQTT connections lost",
-            c(&m.disconnects),
-        )?;
-        gauge(
-            &mut e,
-            "bridge_in_flight_messages",
-            "Messages taken from MQTT and not yet handled",
-            c(&m.in_flight) as i64,
-        )?;
-        gauge(
-            &mut e,
-            "bridge_mqtt_up",
-            "1 while connected to the MQTT broker",
-            m.mqtt_up.load(Relaxed) as i64,
-        )?;
-        let devices = m.devices();
-        counters_by(
-            &mut e,
-            "bridge_device_messages",
-            "Messages received per device (the first 256 devices seen; the rest as \"other\")",
-            "source_device",
-            devices.iter().map(|(d, n)| (d.as_str(), *n)),
-        )?;
-        Ok(())
-    }
-}
-
-/// The registry `/metrics` renders for a bridge, labelled `bridge`.
-pub fn bridge_registry(bridge_id: &str, metrics: Arc<BridgeMetrics>) -> Registry {
-    let mut root = Registry::with_prefix_and_labels(
-        "edgecam",
-        [(Cow::Borrowed("bridge"), Cow::Owned(bridge_id.to_string()))].into_iter(),
-    );
-    root.register_collector(Box::new(BridgeCollector(metrics)));
     root
 }
 

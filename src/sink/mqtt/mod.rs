@@ -197,7 +197,7 @@ impl MqttSink {
         max_message_bytes: u32,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::config::ConfigError> {
-        let client_id = mqtt::client_id(cfg, &format!("edgecam-{device}"));
+        let client_id = cfg.client_id_or(&format!("edgecam-{device}"));
         let options = match cfg.protocol {
             MqttProtocol::V5 => Options::V5(Box::new(mqtt::v5_options(
                 cfg,
