@@ -424,3 +424,97 @@ async fn consume_writes_the_frames_of_a_subscription_and_acknowledges_them() {
     );
     assert_eq!(files_under(out.path()), files);
 }
+
+/// `edgecam run` publishing to the emulator: `/metrics` counts `frames_delivered_total` under
+/// `sink="pubsub"`, `/readyz` says ready, and SIGTERM stops it with exit 0 and every frame it
+/// captured delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_reports_pubsub_in_metrics_and_stops_cleanly_on_sigterm() {
+    let Some(emu) = emulator() else { return };
+    emu.create_topic(PROJECT, "daemon");
+    emu.create_subscription(PROJECT, "daemon-all", "daemon", true);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::mosquitto::free_port();
+    let cfg = dir.path().join("cam.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nid = \"yard\"\n[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\n\
+             fps = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n[sink]\nkind = \"pubsub\"\n\
+             [pubsub]\nproject = \"{PROJECT}\"\ntopic = \"daemon\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("PUBSUB_EMULATOR_HOST", emu.host_port())
+        .env("STATE_DIRECTORY", common::state_dir())
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let delivered = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("edgecam_frames_delivered_total{") && l.contains("sink=\"pubsub\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, _, body) =
+            tokio::task::spawn_blocking(move || common::http::get(port, "/metrics"))
+                .await
+                .unwrap();
+        if status == 200 {
+            metrics = String::from_utf8_lossy(&body).into_owned();
+            if delivered(&metrics) >= 20 {
+                break;
+            }
+        }
+    }
+    assert!(delivered(&metrics) >= 20, "{metrics}");
+    let (status, _, body) = tokio::task::spawn_blocking(move || common::http::get(port, "/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Every frame it captured is on the subscription: seq 0..n without a gap.
+    let pulled = tokio::task::spawn_blocking(move || {
+        let p = emu.pull_n(PROJECT, "daemon-all", 100_000, Duration::from_secs(5));
+        (emu, p)
+    })
+    .await
+    .unwrap()
+    .1;
+    let mut seqs: Vec<u64> = pulled.iter().map(seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert!(seqs.len() >= 20, "{} frames", seqs.len());
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "{stderr}");
+    // As many as the summary says it captured and delivered, none dropped.
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("frames: captured"))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    let n = seqs.len();
+    assert!(
+        line.starts_with(&format!("frames: captured {n} "))
+            && line.contains(&format!("delivered {n} dropped 0")),
+        "{line} for {n} frames on the subscription"
+    );
+}
