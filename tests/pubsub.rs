@@ -445,7 +445,7 @@ async fn the_daemon_reports_pubsub_in_metrics_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
         .args(["run", "--config"])
         .arg(&cfg)
         .env("PUBSUB_EMULATOR_HOST", emu.host_port())
