@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod process;
 pub mod queue;
 pub mod record;
 pub mod reload;

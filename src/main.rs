@@ -168,6 +168,37 @@ enum Command {
         #[arg(long, default_value_t = edgecam::limits::DEFAULT_MAX_FRAME_BYTES)]
         max_frame_bytes: usize,
     },
+    /// Run a program on every frame of a topic and publish its answers: N long-lived workers
+    /// speak a line protocol on stdin/stdout (see examples/people.py); at least once, offsets
+    /// committed in order after each result's delivery report.
+    Process {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Consumer group; offsets are committed once each frame's result is delivered.
+        #[arg(long)]
+        group_id: String,
+        /// Topic for the workers' answers (keyed by device, with the frame's headers).
+        #[arg(long)]
+        results_topic: String,
+        /// Topic for frames a worker failed on twice (timeout, crash, bad answer).
+        #[arg(long)]
+        dead_letter_topic: Option<String>,
+        /// Worker processes.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// How long a worker may take for one frame, milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Stop after this many frames.
+        #[arg(long)]
+        max_frames: Option<u64>,
+        /// Stop after this many milliseconds without a frame.
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+        /// The worker command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Serve a web page that plays the frames of a Kafka topic: devices with thumbnails, a
     /// live or resumed player per device, a time scrubber, frame stepping, downloads.
     View {
@@ -553,6 +584,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let r = edgecam::consume::consume(&opts, shutdown).await?;
             eprintln!("{} into {}", r.summary(), opts.output_dir.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Process {
+            kafka,
+            group_id,
+            results_topic,
+            dead_letter_topic,
+            workers,
+            timeout_ms,
+            max_frames,
+            idle_timeout_ms,
+            command,
+        } => {
+            let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
+                Ok(k) => k,
+                Err(code) => return Ok(code),
+            };
+            let opts = edgecam::process::ProcessOptions {
+                bootstrap_servers,
+                topic,
+                group_id,
+                results_topic,
+                dead_letter_topic,
+                workers: workers.max(1),
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                command,
+                properties,
+                max_frames,
+                idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
+            };
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone())?;
+            match edgecam::process::run(opts, shutdown).await {
+                Ok(r) => {
+                    eprintln!("{}", r.summary());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ edgecam::process::ProcessError::Spawn { .. }) => {
+                    eprintln!("edgecam: process: {e}");
+                    Ok(ExitCode::from(EXIT_CONFIG))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::View { kafka, listen } => {
             let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
