@@ -195,6 +195,9 @@ enum Command {
         /// Stop after this many milliseconds without a frame.
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
         /// The worker command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -594,6 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeout_ms,
             max_frames,
             idle_timeout_ms,
+            listen,
             command,
         } => {
             let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
@@ -612,6 +616,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 properties,
                 max_frames,
                 idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
+                listen,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
@@ -620,7 +626,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{}", r.summary());
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e @ edgecam::process::ProcessError::Spawn { .. }) => {
+                Err(
+                    e @ (edgecam::process::ProcessError::Spawn { .. }
+                    | edgecam::process::ProcessError::Http(_)),
+                ) => {
                     eprintln!("edgecam: process: {e}");
                     Ok(ExitCode::from(EXIT_CONFIG))
                 }

@@ -64,6 +64,10 @@ pub struct ProcessOptions {
     pub max_frames: Option<u64>,
     /// Stop when no frame arrived for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (`--listen`).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Show a progress line (on a terminal).
+    pub progress: bool,
 }
 
 /// What [`run`] did.
@@ -106,6 +110,9 @@ pub enum ProcessError {
     /// Kafka client error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// `--listen` cannot be bound.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The worker command cannot be started.
     #[error("worker {command}: {source}")]
     Spawn {
@@ -295,12 +302,86 @@ async fn publish(
     }
 }
 
-/// Counters shared by the workers.
-#[derive(Default)]
+/// Counters shared by the workers, read by `/metrics` at scrape time and by the summary.
 struct Counts {
     processed: AtomicU64,
     restarts: AtomicU64,
     failed: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// Seconds from handing a frame to a worker to its answer (answered frames).
+    seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+        Counts {
+            processed: AtomicU64::default(),
+            restarts: AtomicU64::default(),
+            failed: std::sync::Mutex::default(),
+            // 1 ms … 32 s.
+            seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
+}
+
+/// `/metrics` of `edgecam process`: `edgecam_process_frames_processed_total`,
+/// `edgecam_process_frames_failed_total{reason}`, `edgecam_process_worker_restarts_total`
+/// and the `edgecam_process_seconds` histogram, labelled `group`.
+#[derive(Debug)]
+struct Collector(Arc<Counts>);
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counts").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::http::prom::{build_info, counter, counters_by};
+        let c = &self.0;
+        build_info(&mut e)?;
+        counter(
+            &mut e,
+            "process_frames_processed",
+            "Frames answered by a worker and published to the results topic",
+            c.processed.load(Relaxed),
+        )?;
+        let failed = c.failed.lock().expect("not poisoned").clone();
+        counters_by(
+            &mut e,
+            "process_frames_failed",
+            "Frames given up on after a retry, by reason",
+            "reason",
+            failed.iter().map(|(r, n)| (*r, *n)),
+        )?;
+        counter(
+            &mut e,
+            "process_worker_restarts",
+            "Workers started again after a crash or a timeout",
+            c.restarts.load(Relaxed),
+        )
+    }
+}
+
+/// The registry of `/metrics`, labelled with the consumer group.
+fn registry(group: &str, counts: Arc<Counts>) -> prometheus_client::registry::Registry {
+    let mut root = prometheus_client::registry::Registry::with_prefix_and_labels(
+        "edgecam",
+        [(
+            std::borrow::Cow::Borrowed("group"),
+            std::borrow::Cow::Owned(group.to_string()),
+        )]
+        .into_iter(),
+    );
+    root.register_with_unit(
+        "process",
+        "Time from handing a frame to a worker to its answer",
+        prometheus_client::registry::Unit::Seconds,
+        counts.seconds.clone(),
+    );
+    root.register_collector(Box::new(Collector(counts)));
+    root
 }
 
 /// One worker: takes frames from `jobs` until it closes.
@@ -322,7 +403,11 @@ async fn worker(
                 Some(c) => c,
                 None => child.insert(spawn(&opts.command)?),
             };
+            let started = std::time::Instant::now();
             answer = ask(c, &msg, opts.timeout).await;
+            if answer.is_ok() {
+                counts.seconds.observe(started.elapsed().as_secs_f64());
+            }
             match answer {
                 Ok(_) => break,
                 Err(f) => {
@@ -452,11 +537,32 @@ pub async fn run(
         .set("acks", "all")
         .create()?;
     consumer.subscribe(&[&opts.topic])?;
+    let counts = Arc::new(Counts::default());
+    let http_stop = shutdown.child_token();
+    let _http_guard = http_stop.clone().drop_guard();
+    if let Some(addr) = opts.listen {
+        crate::http::serve_service(
+            addr,
+            registry(&opts.group_id, counts.clone()),
+            Arc::new(|_, _| Vec::new()),
+            Duration::from_secs(60),
+            http_stop.clone(),
+        )
+        .await?;
+    }
+    let bar = if opts.progress {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(250));
+        b.set_message("waiting for frames");
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
     let workers = opts.workers.max(1);
     let (job_tx, job_rx) = mpsc::channel::<OwnedMessage>(workers);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let counts = Arc::new(Counts::default());
     let mut pool = tokio::task::JoinSet::new();
     for _ in 0..workers {
         pool.spawn(worker(
@@ -469,6 +575,9 @@ pub async fn run(
     }
     drop(done_tx);
     let mut ledger = Ledger::default();
+    // Frames taken from the topic, and frames done: a frame done before an earlier one stays
+    // in the ledger until that one is done, so the ledger's size counts neither.
+    let mut taken = 0u64;
     let mut finished = 0u64;
     let mut last_activity = tokio::time::Instant::now();
     let store = |consumer: &StreamConsumer, partition: i32, offset: i64| {
@@ -478,10 +587,7 @@ pub async fn run(
     };
     let mut job_tx = Some(job_tx);
     loop {
-        if opts
-            .max_frames
-            .is_some_and(|m| finished + ledger.in_hand() as u64 >= m)
-        {
+        if opts.max_frames.is_some_and(|m| taken >= m) {
             break;
         }
         let idle = async {
@@ -496,6 +602,13 @@ pub async fn run(
             Some(d) = done_rx.recv() => {
                 finished += 1;
                 last_activity = tokio::time::Instant::now();
+                bar.set_message(format!(
+                    "{} processed, {} failed, {} restarts, {:.1} frames/s",
+                    counts.processed.load(Relaxed),
+                    counts.failed.lock().expect("not poisoned").values().sum::<u64>(),
+                    counts.restarts.load(Relaxed),
+                    finished as f64 / started.elapsed().as_secs_f64().max(0.001)
+                ));
                 if let Some(o) = ledger.done(d.partition, d.offset) {
                     store(&consumer, d.partition, o);
                 }
@@ -504,6 +617,7 @@ pub async fn run(
                 Ok(m) => {
                     let m = m.detach();
                     ledger.taken(m.partition(), m.offset());
+                    taken += 1;
                     last_activity = tokio::time::Instant::now();
                     if job_tx.as_ref().expect("open").send(m).await.is_err() {
                         break;
@@ -532,6 +646,7 @@ pub async fn run(
             return Err(e);
         }
     }
+    bar.finish_and_clear();
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final commit");
     }

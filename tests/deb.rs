@@ -213,11 +213,12 @@ fn contents_binary_unit_sysusers_examples() {
 }
 
 /// The subcommands a user sees in `edgecam --help`.
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 9] = [
     "run",
     "bridge",
     "check-config",
     "consume",
+    "process",
     "view",
     "bench",
     "bench-spool",

@@ -234,3 +234,110 @@ async fn a_hanging_a_garbled_and_a_crashing_worker() {
     );
     assert!(marker.exists());
 }
+
+/// A worker that answers `{"seq": …}` after 200 ms per frame.
+const SLOW: &str = r#"
+import json, sys, time
+for line in sys.stdin.buffer:
+    meta = json.loads(line)
+    sys.stdin.buffer.read(meta["length"])
+    time.sleep(0.2)
+    sys.stdout.write(json.dumps({"seq": int(meta["headers"]["edgecam.seq"])}) + "\n")
+    sys.stdout.flush()
+"#;
+
+/// `edgecam process` SIGKILLed mid-stream, then started again in the same group: every
+/// frame has a result (at least once; a frame answered before the kill but not yet committed
+/// may be answered twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_process_command_loses_no_frame() {
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let (frames, results) = (unique_topic("frames"), unique_topic("out"));
+    for t in [&frames, &results] {
+        cluster.create_topic(t, 1, 1).unwrap();
+    }
+    let n = 40;
+    publish_footage(&bootstrap, &frames, n).await;
+    let group = unique_topic("g");
+    let run_args = |extra: &[&str]| {
+        let mut a = args(&[
+            "--bootstrap-servers",
+            &bootstrap,
+            "--topic",
+            &frames,
+            "--group-id",
+            &group,
+            "--results-topic",
+            &results,
+            // The killed member leaves the group after 6 s, not librdkafka's default 45 s.
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=1000",
+        ]);
+        a.extend(args(extra));
+        a
+    };
+    let port = common::mosquitto::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+        .arg("process")
+        .args(run_args(&["--listen", &listen]))
+        .args(["--", "python3", "-c", SLOW])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once some results are out, but not all.
+    let (b, r) = (bootstrap.clone(), results.clone());
+    let before =
+        tokio::task::spawn_blocking(move || read_topic(&b, &r, 1, 5, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert!(
+        before.len() >= 5 && before.len() < n as usize,
+        "{} results",
+        before.len()
+    );
+    // /metrics counts what the workers did so far.
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || common::http::get(port, "/metrics"))
+            .await
+            .unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 200, "{text}");
+    let processed: u64 = text
+        .lines()
+        .find(|l| l.starts_with("edgecam_process_frames_processed_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(processed >= 5, "{text}");
+    assert!(text.contains("edgecam_process_seconds_count{"), "{text}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let (ok, stderr) = process(
+        run_args(&["--idle-timeout-ms", "20000"]),
+        args(&["python3", "-c", SLOW]),
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let (b, r) = (bootstrap.clone(), results.clone());
+    // Everything on the topic, duplicates included: read until nothing more comes.
+    let all =
+        tokio::task::spawn_blocking(move || read_topic(&b, &r, 1, 10_000, Duration::from_secs(10)))
+            .await
+            .unwrap();
+    let seqs: std::collections::BTreeSet<u64> = all
+        .iter()
+        .map(|r| r.h("edgecam.seq").parse().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..n).collect(),
+        "{} results for {n} frames",
+        all.len()
+    );
+}

@@ -753,12 +753,15 @@ fn step(
         }
         let consumer = consumer_from(s, device, Start::At(p, begin))?;
         let mut best: Option<ViewFrame> = None;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // The first record may take a while on a busy machine (the consumer connects and
+        // fetches); after that the window is read while records keep coming.
+        let mut deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mut at = begin;
         while at < end && std::time::Instant::now() < deadline {
             let Some(Ok(m)) = consumer.poll(POLL) else {
                 continue;
             };
+            deadline = std::time::Instant::now() + Duration::from_secs(5);
             at = m.offset() + 1;
             let m = m.detach();
             if m.offset() >= end {
