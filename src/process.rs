@@ -37,6 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+use crate::consume::Incoming;
 use crate::record::header;
 
 /// Options of `edgecam process`.
@@ -167,15 +168,6 @@ fn spawn(command: &[String]) -> Result<Child, ProcessError> {
     })
 }
 
-/// The header named `name` as text.
-fn header_text<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    msg.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
 /// The first protocol line for `msg`.
 fn request_line(msg: &OwnedMessage) -> String {
     let headers: serde_json::Map<String, serde_json::Value> = msg
@@ -249,7 +241,7 @@ fn result_headers(msg: &OwnedMessage, extra: Option<(&str, &str)>) -> OwnedHeade
         header::DEVICE,
         header::CAPTURED_AT,
     ] {
-        if let Some(v) = header_text(msg, name) {
+        if let Some(v) = msg.header(name) {
             h = h.insert(Header {
                 key: name,
                 value: Some(v),

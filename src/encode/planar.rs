@@ -14,33 +14,17 @@ use crate::frame::{PixelFormat, RawImage};
 use super::codec::{Output, Planes};
 use super::transform;
 
-/// Resizes the `crop_w`×`crop_h` top-left region of plane `src` (fractional: a sub-pixel
-/// crop, clamped to the plane) to exactly `w`×`h` with the bilinear convolution the RGB
-/// path uses.
+/// Resizes the `crop_w`×`crop_h` top-left region of plane `src` to exactly `w`×`h`
+/// ([`transform::resize_region`]); a copy when nothing would change.
 fn resize_plane(src: &RawImage, crop_w: f64, crop_h: f64, w: u32, h: u32) -> RawImage {
-    use fast_image_resize as fr;
-    let (crop_w, crop_h) = (
+    let (cw, ch) = (
         crop_w.clamp(1.0, src.width as f64),
         crop_h.clamp(1.0, src.height as f64),
     );
-    if (src.width, src.height) == (w, h) && crop_w == w as f64 && crop_h == h as f64 {
+    if (src.width, src.height) == (w, h) && cw == w as f64 && ch == h as f64 {
         return src.clone();
     }
-    let view = fr::images::ImageRef::new(src.width, src.height, &src.data, fr::PixelType::U8)
-        .expect("RawImage length invariant; u8 pixels need no alignment");
-    let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8);
-    let options = fr::ResizeOptions::new()
-        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
-        .crop(0.0, 0.0, crop_w, crop_h);
-    fr::Resizer::new()
-        .resize(&view, &mut dst, &options)
-        .expect("one pixel type; the crop lies inside the plane");
-    RawImage {
-        width: w,
-        height: h,
-        format: PixelFormat::Gray8,
-        data: dst.into_vec(),
-    }
+    transform::resize_region(src, crop_w, crop_h, w, h)
 }
 
 /// `planes` resized to `width`×`height` (the size before rotation), then rotated clockwise

@@ -115,10 +115,23 @@ pub fn resize(img: RawImage, width: u32, height: u32) -> RawImage {
 /// [`resize`] from borrowed pixels: always a new image (a copy when the size is the same),
 /// so the source can be kept (the encoder keeps one decode per frame for all its rungs).
 pub fn resize_from(img: &RawImage, width: u32, height: u32) -> RawImage {
-    use fast_image_resize as fr;
     if (img.width, img.height) == (width, height) {
         return img.clone();
     }
+    resize_region(img, img.width as f64, img.height as f64, width, height)
+}
+
+/// The top-left `crop_w`×`crop_h` region of `img` (fractional: a sub-pixel crop, clamped to
+/// the image, at least one pixel) resized to exactly `width`×`height` with the bilinear
+/// convolution of [`resize`]. The planar JPEG route uses the crop to keep chroma aligned.
+pub fn resize_region(
+    img: &RawImage,
+    crop_w: f64,
+    crop_h: f64,
+    width: u32,
+    height: u32,
+) -> RawImage {
+    use fast_image_resize as fr;
     let pixel_type = match img.format {
         PixelFormat::Gray8 => fr::PixelType::U8,
         PixelFormat::Rgb8 => fr::PixelType::U8x3,
@@ -127,11 +140,15 @@ pub fn resize_from(img: &RawImage, width: u32, height: u32) -> RawImage {
     let src = fr::images::ImageRef::new(w, h, &img.data, pixel_type)
         .expect("RawImage length invariant; u8 pixels need no alignment");
     let mut dst = fr::images::Image::new(width, height, pixel_type);
-    let options =
+    let mut options =
         fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    let (crop_w, crop_h) = (crop_w.clamp(1.0, w as f64), crop_h.clamp(1.0, h as f64));
+    if (crop_w, crop_h) != (w as f64, h as f64) {
+        options = options.crop(0.0, 0.0, crop_w, crop_h);
+    }
     fr::Resizer::new()
         .resize(&src, &mut dst, &options)
-        .expect("same pixel type on both sides");
+        .expect("same pixel type on both sides; the crop lies inside the image");
     RawImage {
         width,
         height,
