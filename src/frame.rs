@@ -74,6 +74,160 @@ impl RawImage {
     }
 }
 
+/// A YCbCr image as 8-bit planes, full range as in JPEG (JFIF): Y 0–255, Cb and Cr centred
+/// on 128. A JPEG decodes to it without colour conversion, a YUYV camera frame becomes it at
+/// the source ([`Planes::from_yuyv`]), and JPEG is encoded from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planes {
+    /// Visible width, pixels.
+    pub width: u32,
+    /// Visible height, pixels.
+    pub height: u32,
+    /// Luma (`Gray8`): at least `width`×`height` (libjpeg-turbo pads it to whole chroma
+    /// blocks); the image is its top-left `width`×`height`.
+    pub y: RawImage,
+    /// Chroma, or `None` for a grayscale image.
+    pub chroma: Option<Chroma>,
+}
+
+/// The two chroma planes of [`Planes`] and their subsampling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chroma {
+    /// Cb (`Gray8`), at least `ceil(width/fx)`×`ceil(height/fy)` samples.
+    pub u: RawImage,
+    /// Cr, the same size as `u`.
+    pub v: RawImage,
+    /// Horizontal subsampling: luma pixels per chroma sample (1, 2 or 4).
+    pub fx: u32,
+    /// Vertical subsampling (1, 2 or 4).
+    pub fy: u32,
+}
+
+/// BT.601 limited range (Y 16–235, Cb/Cr 16–240) to full range, per sample: the tables
+/// [`Planes::from_yuyv`] maps through.
+fn range_tables() -> &'static ([u8; 256], [u8; 256]) {
+    static TABLES: std::sync::OnceLock<([u8; 256], [u8; 256])> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut luma = [0u8; 256];
+        let mut chroma = [0u8; 256];
+        for i in 0..256 {
+            let x = i as f64;
+            luma[i] = ((x - 16.0) * 255.0 / 219.0).round().clamp(0.0, 255.0) as u8;
+            chroma[i] = ((x - 128.0) * 255.0 / 224.0 + 128.0)
+                .round()
+                .clamp(0.0, 255.0) as u8;
+        }
+        (luma, chroma)
+    })
+}
+
+impl Planes {
+    /// Converts packed YUYV 4:2:2 as V4L2 delivers it (`Y0 U Y1 V` per two pixels, BT.601
+    /// limited range) to full-range planes: luma `width`×`height`, chroma 4:2:2
+    /// (`ceil(width/2)`×`height`, `fx` 2, `fy` 1). One pass over the frame, a table lookup
+    /// per sample; no RGB.
+    ///
+    /// `src` holds `height` rows of `stride` bytes, each starting with the pixels
+    /// (`4 * ceil(width/2)` bytes). Returns `None` when a dimension is 0, `stride` is too
+    /// small for the width, or `src` is shorter than the rows need.
+    pub fn from_yuyv(src: &[u8], width: usize, height: usize, stride: usize) -> Option<Planes> {
+        let pairs = width.div_ceil(2);
+        if width == 0 || height == 0 || stride < pairs * 4 {
+            return None;
+        }
+        if src.len() < stride * (height - 1) + pairs * 4 {
+            return None;
+        }
+        let (luma, chroma) = range_tables();
+        let mut y = Vec::with_capacity(width * height);
+        let mut u = Vec::with_capacity(pairs * height);
+        let mut v = Vec::with_capacity(pairs * height);
+        for row in 0..height {
+            let line = &src[row * stride..row * stride + pairs * 4];
+            for q in line.chunks_exact(4) {
+                y.push(luma[q[0] as usize]);
+                y.push(luma[q[2] as usize]);
+                u.push(chroma[q[1] as usize]);
+                v.push(chroma[q[3] as usize]);
+            }
+            // An odd width: the last pair's second pixel is not in the image.
+            y.truncate((row + 1) * width);
+        }
+        let plane = |w: usize, data: Vec<u8>| {
+            RawImage::new(w as u32, height as u32, PixelFormat::Gray8, data)
+        };
+        Some(Planes {
+            width: width as u32,
+            height: height as u32,
+            y: plane(width, y)?,
+            chroma: Some(Chroma {
+                u: plane(pairs, u)?,
+                v: plane(pairs, v)?,
+                fx: 2,
+                fy: 1,
+            }),
+        })
+    }
+
+    /// The luma alone, exactly `width`×`height` (`Gray8`): the grayscale image.
+    pub fn luma(&self) -> RawImage {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let stride = self.y.width as usize;
+        let data = if stride == w {
+            self.y.data[..w * h].to_vec()
+        } else {
+            self.y
+                .data
+                .chunks_exact(stride)
+                .take(h)
+                .flat_map(|r| &r[..w])
+                .copied()
+                .collect()
+        };
+        RawImage {
+            width: self.width,
+            height: self.height,
+            format: PixelFormat::Gray8,
+            data,
+        }
+    }
+
+    /// RGB8 (`width`×`height`), by the JFIF equations, each chroma sample covering its
+    /// `fx`×`fy` pixels: for the codecs that do not take planes (PNG, zstd). Grayscale
+    /// planes give grey pixels.
+    pub fn to_rgb8(&self) -> RawImage {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let ys = self.y.width as usize;
+        let mut data = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            let yl = &self.y.data[row * ys..row * ys + w];
+            match &self.chroma {
+                None => data.extend(yl.iter().flat_map(|&l| [l, l, l])),
+                Some(c) => {
+                    let cs = c.u.width as usize;
+                    let cr = row / c.fy as usize * cs;
+                    for (x, &l) in yl.iter().enumerate() {
+                        let i = cr + x / c.fx as usize;
+                        let (cb, cr) = (c.u.data[i] as i32 - 128, c.v.data[i] as i32 - 128);
+                        // JFIF, in 16.16 fixed point: 1.402, 0.344136, 0.714136, 1.772.
+                        let l = (l as i32) << 16;
+                        let px = |v: i32| ((v + 32768) >> 16).clamp(0, 255) as u8;
+                        data.push(px(l + 91881 * cr));
+                        data.push(px(l - 22554 * cb - 46802 * cr));
+                        data.push(px(l + 116130 * cb));
+                    }
+                }
+            }
+        }
+        RawImage {
+            width: self.width,
+            height: self.height,
+            format: PixelFormat::Rgb8,
+            data,
+        }
+    }
+}
+
 /// A JPEG (JFIF/EXIF baseline or progressive) exactly as a source delivered it: one MJPEG
 /// frame, or a `.jpg` file. Its dimensions come from the SOF marker, read without decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +304,11 @@ pub enum Image {
     /// A JPEG straight from the source (MJPEG camera, MJPEG stream, `.jpg` file). It may be
     /// published untouched when it fits the budget and no transform applies.
     Jpeg(JpegImage),
-    /// Decoded pixels (YUYV camera converted to RGB8, PNG file, synthetic pattern).
+    /// Decoded pixels (PNG file, synthetic pattern).
     Raw(RawImage),
+    /// YCbCr planes (a YUYV camera frame, converted once at the source): encoded to JPEG
+    /// without passing through RGB.
+    Yuv(Planes),
 }
 
 impl Image {
@@ -160,6 +317,7 @@ impl Image {
         match self {
             Image::Jpeg(j) => j.width,
             Image::Raw(r) => r.width,
+            Image::Yuv(p) => p.width,
         }
     }
 
@@ -168,6 +326,7 @@ impl Image {
         match self {
             Image::Jpeg(j) => j.height,
             Image::Raw(r) => r.height,
+            Image::Yuv(p) => p.height,
         }
     }
 }

@@ -40,6 +40,10 @@ pub fn luma_thumbnail(image: &Image, jpeg: &mut Jpeg) -> Result<RawImage, CodecE
             jpeg.decode(&j.data, PixelFormat::Gray8, w, h)
         }
         Image::Raw(r) => Ok(box_luma(r, THUMB_SCALE)),
+        Image::Yuv(p) if (p.y.width, p.y.height) == (p.width, p.height) => {
+            Ok(box_luma(&p.y, THUMB_SCALE))
+        }
+        Image::Yuv(p) => Ok(box_luma(&p.luma(), THUMB_SCALE)),
     }
 }
 

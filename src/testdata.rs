@@ -51,6 +51,34 @@ pub fn file(name: impl AsRef<Path>) -> Result<PathBuf, Missing> {
     }
 }
 
+/// `rgb` (RGB8, `width`×`height`) as a V4L2 camera sends it in YUYV: packed `Y0 U Y1 V`,
+/// BT.601 limited range, each pair of pixels sharing the mean of their chroma;
+/// `4 * ceil(width/2) * height` bytes. What the tests and `edgecam bench` make YUYV camera
+/// frames from, there being no camera.
+pub fn yuyv_from_rgb(rgb: &crate::frame::RawImage) -> Vec<u8> {
+    let f = |p: &[u8], k: [f32; 3], o: f32| {
+        o + (k[0] * p[0] as f32 + k[1] * p[1] as f32 + k[2] * p[2] as f32) / 255.0
+    };
+    let w = rgb.width as usize;
+    let mut out = Vec::with_capacity(w.div_ceil(2) * 4 * rgb.height as usize);
+    for row in rgb.data.chunks_exact(w * 3) {
+        for pair in row.chunks(6) {
+            let a = &pair[..3];
+            let b = if pair.len() == 6 { &pair[3..] } else { a };
+            let y = |p| f(p, [65.481, 128.553, 24.966], 16.0).round() as u8;
+            let cb = |p| f(p, [-37.797, -74.203, 112.0], 128.0);
+            let cr = |p| f(p, [112.0, -93.786, -18.214], 128.0);
+            out.extend([
+                y(a),
+                ((cb(a) + cb(b)) / 2.0).round() as u8,
+                y(b),
+                ((cr(a) + cr(b)) / 2.0).round() as u8,
+            ]);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -446,6 +446,51 @@ fn collect(opts: &BenchOptions) -> Result<(Header, Vec<Row>), BenchError> {
             Err(e) => Row::failed(id, what, e.clone()),
         });
     }
+    // A YUYV camera: the footage as packed YUYV (BT.601 limited range), converted once at
+    // the source to planes and encoded from them, against the RGB route it replaced (the
+    // same frames as RGB8; that route also paid a YUYV-to-RGB conversion at the source).
+    let yuyv: Input<Vec<crate::frame::Planes>> = match &vtest_images {
+        Ok(Some(images)) => images
+            .iter()
+            .map(|i| match i {
+                Image::Jpeg(j) => {
+                    let rgb = jpeg
+                        .decode(&j.data, PixelFormat::Rgb8, j.width, j.height)
+                        .map_err(|e| format!("error: {e}"))?;
+                    let (w, h) = (rgb.width as usize, rgb.height as usize);
+                    crate::frame::Planes::from_yuyv(
+                        &crate::testdata::yuyv_from_rgb(&rgb),
+                        w,
+                        h,
+                        w.div_ceil(2) * 4,
+                    )
+                    .ok_or_else(|| "error: YUYV conversion".to_string())
+                }
+                _ => Err("error: the footage is not JPEG".to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.clone()),
+    };
+    for (id, route) in [("2i", "YUYV planes"), ("2i'", "RGB")] {
+        let what = format!("re-encode YUYV camera 768x576 q85, {route}");
+        rows.push(match &yuyv {
+            Ok(Some(planes)) => {
+                let images: Vec<Image> = planes
+                    .iter()
+                    .map(|p| match route {
+                        "RGB" => Image::Raw(p.to_rgb8()),
+                        _ => Image::Yuv(p.clone()),
+                    })
+                    .collect();
+                let order: Vec<usize> = (0..images.len()).collect();
+                fit_row_via(id, what, &images, &order, &q85, iterations, true)
+            }
+            Ok(None) => Row::failed(id, what, MISSING),
+            Err(e) => Row::failed(id, what, e.clone()),
+        });
+    }
     let hd_images: Input<Vec<Image>> = match &hd {
         Ok(Some(c)) => Ok(Some(c.iter().cloned().map(Image::Raw).collect())),
         Ok(None) => Ok(None),

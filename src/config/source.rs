@@ -40,7 +40,8 @@ pub enum CameraFormat {
     /// MJPEG (FourCC `MJPG`), falling back to YUYV: MJPEG frames can pass through untouched.
     #[default]
     Mjpeg,
-    /// YUYV 4:2:2 (FourCC `YUYV`), converted to RGB8.
+    /// YUYV 4:2:2 (FourCC `YUYV`), converted once to full-range YCbCr planes (no RGB) and
+    /// encoded to JPEG from them.
     Yuyv,
 }
 

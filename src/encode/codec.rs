@@ -2,6 +2,7 @@
 //! pixels through `zstd`; and JPEG decoding, with libjpeg-turbo's DCT scaling when only a
 //! smaller image is needed.
 
+pub use crate::frame::{Chroma, Planes};
 use turbojpeg::{Compressor, Decompressor, PixelFormat as TjFormat, ScalingFactor, Subsamp};
 
 use crate::frame::{PixelFormat, RawImage};
@@ -199,54 +200,79 @@ impl Jpeg {
         split(buf, w as u32, h as u32, layout.y_size(), uv).map(Some)
     }
 
-    /// Encodes 4:2:0 planes (luma exactly the image size, chroma `ceil(w/2)`×`ceil(h/2)`)
-    /// at `quality`, or the luma alone as a grayscale JPEG. Every plane's size is checked
-    /// here first: the crate asserts them, which would abort the process.
+    /// Encodes 4:2:0 planes at `quality`, or the luma alone as a grayscale JPEG. The planes
+    /// are borrowed as they are: a decode's padded luma, or rows wider than the image, are
+    /// read in place with their stride; only a luma plane short of whole 2×2 blocks (an odd
+    /// side that [`planar::prepare`](super::planar::prepare) made exact) is padded by
+    /// repeating its last column and row. Every plane's size is checked here first: the
+    /// crate asserts them, which would abort the process.
     ///
-    /// Errors: [`CodecError::Encode`] for planes of the wrong size or an encoder failure.
-    pub fn encode_planes(&mut self, out: &Output, quality: u8) -> Result<Vec<u8>, CodecError> {
-        let Some((u, v)) = &out.uv else {
-            return self.encode(&out.y, quality);
-        };
+    /// Errors: [`CodecError::Encode`] for planes too small for the view's size, chroma planes
+    /// of different sizes, or an encoder failure.
+    pub fn encode_planes(
+        &mut self,
+        view: PlanesView<'_>,
+        quality: u8,
+    ) -> Result<Vec<u8>, CodecError> {
         let err = |message: String| CodecError::Encode {
             codec: "jpeg",
             message,
         };
-        let y = &out.y;
-        let (w, h) = (y.width as usize, y.height as usize);
-        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-        if [u, v]
-            .iter()
-            .any(|p| (p.width as usize, p.height as usize) != (cw, ch))
-            || y.data.len() != w * h
-        {
+        let y = view.y;
+        let (w, h) = (view.width as usize, view.height as usize);
+        let (ys, yh) = (y.width as usize, y.height as usize);
+        if w == 0 || h == 0 || ys < w || yh < h || y.data.len() != ys * yh {
             return Err(err(format!(
-                "planes of {}x{}, {}x{}, {}x{} for a {w}x{h} 4:2:0 image",
-                y.width, y.height, u.width, u.height, v.width, v.height
+                "a luma plane of {}x{} for a {w}x{h} image",
+                y.width, y.height
             )));
         }
-        // libjpeg-turbo reads luma in whole 2x2 blocks: an odd side gets its last column or
-        // row repeated.
+        let Some((u, v)) = view.uv else {
+            return if (ys, yh) == (w, h) {
+                self.encode(y, quality)
+            } else {
+                let data = y.data.chunks_exact(ys).take(h).flat_map(|r| &r[..w]);
+                let exact = RawImage::new(
+                    w as u32,
+                    h as u32,
+                    PixelFormat::Gray8,
+                    data.copied().collect(),
+                )
+                .ok_or_else(|| err("luma crop".into()))?;
+                self.encode(&exact, quality)
+            };
+        };
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let cs = u.width as usize;
+        if (u.width, u.height) != (v.width, v.height)
+            || cs < cw
+            || (u.height as usize) < ch
+            || u.data.len() != cs * u.height as usize
+            || v.data.len() != u.data.len()
+        {
+            return Err(err(format!(
+                "chroma planes of {}x{} and {}x{} for a {w}x{h} 4:2:0 image",
+                u.width, u.height, v.width, v.height
+            )));
+        }
+        // libjpeg-turbo reads luma in whole 2x2 blocks (tj3YUVPlaneSize: stride × (2·ch − 1)
+        // + 2·cw bytes): a plane short of that gets its last column or row repeated.
         let (pw, ph) = (2 * cw, 2 * ch);
-        let padded: std::borrow::Cow<'_, [u8]> = if (pw, ph) == (w, h) {
-            std::borrow::Cow::Borrowed(&y.data)
+        let (luma, stride): (std::borrow::Cow<'_, [u8]>, usize) = if ys >= pw && yh >= ph {
+            (std::borrow::Cow::Borrowed(&y.data), ys)
         } else {
             let mut p = Vec::with_capacity(pw * ph);
-            for row in y.data.chunks_exact(w) {
-                p.extend_from_slice(row);
+            for row in y.data.chunks_exact(ys).take(h) {
+                p.extend_from_slice(&row[..w]);
                 p.extend(std::iter::repeat_n(row[w - 1], pw - w));
             }
             let last = p[(h - 1) * pw..].to_vec();
             for _ in h..ph {
                 p.extend_from_slice(&last);
             }
-            std::borrow::Cow::Owned(p)
+            (std::borrow::Cow::Owned(p), pw)
         };
-        let sub = Subsamp::Sub2x2;
-        // tj3YUVPlaneSize for a plane whose stride is its width: width × height, luma in
-        // whole 2x2 blocks. (The crate's yuv_plane_len needs a component type it does not
-        // export.)
-        if padded.len() < pw * ph || u.data.len() < cw * ch || v.data.len() < cw * ch {
+        if luma.len() < stride * (ph - 1) + pw || u.data.len() < cs * (ch - 1) + cw {
             return Err(err(format!("planes too small for a {w}x{h} 4:2:0 image")));
         }
         let tj = |e: turbojpeg::Error| err(e.to_string());
@@ -255,15 +281,15 @@ impl Jpeg {
             .map_err(tj)?;
         self.compressor
             .compress_yuv_planes_to_vec(&turbojpeg::YuvPlanesImage {
-                y_plane: &padded[..],
+                y_plane: &luma[..],
                 u_plane: &u.data[..],
                 v_plane: &v.data[..],
                 width: w,
                 height: h,
-                y_stride: pw,
-                u_stride: cw,
-                v_stride: cw,
-                subsamp: sub,
+                y_stride: stride,
+                u_stride: cs,
+                v_stride: cs,
+                subsamp: Subsamp::Sub2x2,
             })
             .map_err(tj)
     }
@@ -406,41 +432,63 @@ pub fn decode_zstd(data: &[u8], width: u32, height: u32, format: PixelFormat) ->
     RawImage::new(width, height, format, pixels)
 }
 
-/// A YCbCr image as 8-bit planes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planes {
-    /// Visible width, pixels.
-    pub width: u32,
-    /// Visible height, pixels.
-    pub height: u32,
-    /// Luma: at least `width`×`height` (libjpeg-turbo pads it to whole chroma blocks); the
-    /// image is its top-left `width`×`height`.
-    pub y: RawImage,
-    /// Chroma, or `None` for a grayscale image.
-    pub chroma: Option<Chroma>,
-}
-
-/// The two chroma planes of [`Planes`] and their subsampling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chroma {
-    /// Cb, `ceil(width/fx)`×`ceil(height/fy)` samples.
-    pub u: RawImage,
-    /// Cr, the same size as `u`.
-    pub v: RawImage,
-    /// Horizontal subsampling: luma pixels per chroma sample (1, 2 or 4).
-    pub fx: u32,
-    /// Vertical subsampling (1, 2 or 4).
-    pub fy: u32,
-}
-
-/// The planes of one output image, ready for [`Jpeg::encode_planes`]: luma
-/// exactly `width`×`height`, chroma 4:2:0 (`ceil(width/2)`×`ceil(height/2)`), or luma alone.
+/// The planes of one output image, made by [`planar::prepare`](super::planar::prepare):
+/// luma exactly `width`×`height`, chroma 4:2:0 (`ceil(width/2)`×`ceil(height/2)`), or luma
+/// alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// Luma, exactly the output size.
     pub y: RawImage,
     /// Cb and Cr at 4:2:0, or `None` for a grayscale output.
     pub uv: Option<(RawImage, RawImage)>,
+}
+
+impl Output {
+    /// The whole of it, for [`Jpeg::encode_planes`].
+    pub fn view(&self) -> PlanesView<'_> {
+        PlanesView {
+            width: self.y.width,
+            height: self.y.height,
+            y: &self.y,
+            uv: self.uv.as_ref().map(|(u, v)| (u, v)),
+        }
+    }
+}
+
+/// Planes borrowed for [`Jpeg::encode_planes`]: the top-left `width`×`height` of `y` (rows
+/// of `y.width` samples) and, for colour, the top-left `ceil(width/2)`×`ceil(height/2)` of
+/// `u` and `v` (4:2:0). A decode's own planes at the size wanted, or an [`Output`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlanesView<'a> {
+    /// Image width, pixels.
+    pub width: u32,
+    /// Image height, pixels.
+    pub height: u32,
+    /// Luma, at least `width`×`height`.
+    pub y: &'a RawImage,
+    /// Cb and Cr, or `None` to encode the luma alone (grayscale).
+    pub uv: Option<(&'a RawImage, &'a RawImage)>,
+}
+
+impl Planes {
+    /// These planes as they are, for [`Jpeg::encode_planes`], when they can be encoded
+    /// without a copy: colour with 4:2:0 chroma, or `gray` (the luma alone). `None`
+    /// otherwise (the caller resamples with `prepare`).
+    pub fn view(&self, gray: bool) -> Option<PlanesView<'_>> {
+        let uv = match (&self.chroma, gray) {
+            (_, true) => None,
+            (Some(c), false) if (c.fx, c.fy) == (2, 2) => Some((&c.u, &c.v)),
+            // Other subsampling is resampled; a grayscale source asked for colour gets
+            // neutral chroma from `prepare`, as at every other size.
+            (_, false) => return None,
+        };
+        Some(PlanesView {
+            width: self.width,
+            height: self.height,
+            y: &self.y,
+            uv,
+        })
+    }
 }
 
 /// Splits the single buffer libjpeg-turbo decoded to (`align` 1: Y, then U, then V, each

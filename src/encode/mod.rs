@@ -293,6 +293,8 @@ impl Encoder {
             match image {
                 Image::Raw(r) => r.format,
                 Image::Jpeg(_) => PixelFormat::Rgb8,
+                Image::Yuv(p) if p.chroma.is_none() => PixelFormat::Gray8,
+                Image::Yuv(_) => PixelFormat::Rgb8,
             }
         };
         let rotate = self.transform.rotate_degrees;
@@ -304,7 +306,9 @@ impl Encoder {
             image,
             format,
             rotate,
-            planar: self.planar && codec == Codec::Jpeg && matches!(image, Image::Jpeg(_)),
+            planar: self.planar
+                && codec == Codec::Jpeg
+                && matches!(image, Image::Jpeg(_) | Image::Yuv(_)),
             decoded: None,
             prepared: None,
         };
@@ -313,7 +317,7 @@ impl Encoder {
             let quality = rung.quality.unwrap_or(75);
             let out = match (codec, work.pixels(jpeg, rung.width, rung.height)?) {
                 (Codec::Jpeg, Pixels::Rgb(img)) => jpeg.encode(img, quality)?,
-                (Codec::Jpeg, Pixels::Planes(planes)) => jpeg.encode_planes(planes, quality)?,
+                (Codec::Jpeg, Pixels::Planes(view)) => jpeg.encode_planes(view, quality)?,
                 (Codec::Png, Pixels::Rgb(img)) => codec::encode_png(img)?,
                 (Codec::Zstd, Pixels::Rgb(img)) => codec::encode_zstd(img, zstd_level.get())?,
                 (Codec::Png | Codec::Zstd, Pixels::Planes(_)) => {
@@ -359,8 +363,8 @@ impl Encoder {
 /// `decoded` is the frame before rotation: a JPEG decoded at the smallest DCT scale that
 /// was large enough for the rungs tried so far (a larger rung decodes again, larger, and
 /// replaces it), to its own YCbCr planes when `planar` (JPEG in, JPEG out: no RGB at all,
-/// see [`planar`]) or else to `format` pixels; or a raw image borrowed when already in
-/// `format`. `prepared` is the one transformed copy (resized and rotated) for the last rung
+/// see [`planar`]) or else to `format` pixels; a camera's planes ([`Image::Yuv`]) borrowed
+/// on the planar route; or a raw image borrowed when already in `format`. `prepared` is the one transformed copy (resized and rotated) for the last rung
 /// size asked for; quality rungs of the same size share it, and a new size replaces it.
 /// That matters for progressive JPEGs, where libjpeg-turbo's DCT scaling saves little and a
 /// 17.9 MP decode costs most of a second, and for memory: a 50 MP frame holds one decode
@@ -377,7 +381,7 @@ struct Work<'a> {
 /// A frame decoded for [`Work`].
 enum Decoded<'a> {
     Rgb(Cow<'a, RawImage>),
-    Planes(codec::Planes),
+    Planes(Cow<'a, codec::Planes>),
 }
 
 impl Decoded<'_> {
@@ -407,7 +411,7 @@ impl Prepared {
 /// What [`Work::pixels`] hands the encoder.
 enum Pixels<'p> {
     Rgb(&'p RawImage),
-    Planes(&'p codec::Output),
+    Planes(codec::PlanesView<'p>),
 }
 
 impl Work<'_> {
@@ -447,7 +451,12 @@ impl Work<'_> {
                 _ => None,
             };
             self.decoded = Some(match (planes, self.image) {
-                (Some(p), _) => Decoded::Planes(p),
+                (Some(p), _) => Decoded::Planes(Cow::Owned(p)),
+                (None, Image::Yuv(p)) if self.planar => Decoded::Planes(Cow::Borrowed(p)),
+                (None, Image::Yuv(p)) if self.format == PixelFormat::Gray8 => {
+                    Decoded::Rgb(Cow::Owned(p.luma()))
+                }
+                (None, Image::Yuv(p)) => Decoded::Rgb(Cow::Owned(p.to_rgb8())),
                 (None, Image::Jpeg(j)) => {
                     // No planar decode for this subsampling: RGB from here on.
                     self.planar = false;
@@ -458,10 +467,16 @@ impl Work<'_> {
             });
         }
         let base = self.decoded.as_ref().expect("set above");
-        if let Decoded::Rgb(b) = base {
-            if (b.width, b.height) == (pw, ph) && self.rotate.is_multiple_of(360) {
-                return Ok(Pixels::Rgb(b));
+        let as_is = self.rotate.is_multiple_of(360) && base.size() == (pw, ph);
+        match base {
+            Decoded::Rgb(b) if as_is => return Ok(Pixels::Rgb(b)),
+            // A decode at the wanted size: its own planes, padding and all, no copy.
+            Decoded::Planes(p) if as_is => {
+                if let Some(view) = p.view(self.format == PixelFormat::Gray8) {
+                    return Ok(Pixels::Planes(view));
+                }
             }
+            _ => {}
         }
         if self.prepared.as_ref().map(Prepared::size) != Some((width, height)) {
             self.prepared = None;
@@ -482,7 +497,7 @@ impl Work<'_> {
         }
         Ok(match self.prepared.as_ref().expect("set above") {
             Prepared::Rgb(r) => Pixels::Rgb(r),
-            Prepared::Planes(o) => Pixels::Planes(o),
+            Prepared::Planes(o) => Pixels::Planes(o.view()),
         })
     }
 }
@@ -745,7 +760,8 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
-        /// The hard guarantee: whatever the image, codec, budget and transforms, a frame
+        /// The hard guarantee: whatever the image (RGB, gray or YUYV planes), codec, budget
+        /// and transforms, a frame
         /// that is published has a whole record within the budget and decodes to the size
         /// its headers state; otherwise it is refused as unreachable.
         #[test]
@@ -755,6 +771,7 @@ mod tests {
             budget in 4096u32..80_000,
             rotate in prop_oneof![Just(0u16), Just(90), Just(180), Just(270)],
             gray in any::<bool>(),
+            yuv in any::<bool>(),
             qmin in 1u8..60,
             qspan in 0u8..40,
             min_side in 1u32..40,
@@ -766,7 +783,16 @@ mod tests {
             c.min_side_px = crate::config::types::Pixels::new(min_side).unwrap();
             let t = TransformConfig { rotate_degrees: rotate, grayscale: gray, ..Default::default() };
             let mut enc = Encoder::new(&device, c, t).unwrap();
-            let f = frame(Image::Raw(img));
+            // Half the cases as a YUYV camera frame: the same bytes read as packed YUYV.
+            let image = if yuv {
+                let (w, h) = (img.width as usize, img.height as usize);
+                let stride = w.div_ceil(2) * 4;
+                let bytes: Vec<u8> = img.data.iter().cycle().take(stride * h).copied().collect();
+                Image::Yuv(crate::frame::Planes::from_yuyv(&bytes, w, h, stride).unwrap())
+            } else {
+                Image::Raw(img)
+            };
+            let f = frame(image);
             for _ in 0..2 {
                 match enc.encode(&f.image) {
                     Ok(e) => {

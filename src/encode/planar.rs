@@ -66,7 +66,7 @@ pub fn prepare(planes: &Planes, width: u32, height: u32, rotate: u16, gray: bool
 
 #[cfg(test)]
 mod tests {
-    use super::super::codec::Jpeg;
+    use super::super::codec::{Jpeg, Planes};
     use super::super::ssim::ssim;
     use super::*;
 
@@ -82,7 +82,7 @@ mod tests {
             .decode_planes(src, w, h)
             .unwrap()
             .expect("a planar decode");
-        jpeg.encode_planes(&prepare(&planes, w, h, 0, false), q)
+        jpeg.encode_planes(prepare(&planes, w, h, 0, false).view(), q)
             .unwrap()
     }
 
@@ -171,6 +171,54 @@ mod tests {
         planar_is_no_worse(&sources, &[85], false);
     }
 
+    /// A YUYV camera frame (made from the footage) encoded from its planes against the route
+    /// it replaced (YUYV to RGB, then RGB to JPEG): luma SSIM against the frame's own luma,
+    /// at full size and at 3/4 and odd halves, q85 and q40, may not be worse by over 0.001.
+    #[test]
+    fn a_yuyv_frame_encodes_from_its_planes_no_worse_than_through_rgb() {
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vtest-10.mjpeg"
+        ))
+        .unwrap();
+        let mut sp = crate::source::mjpeg::MjpegSplitter::new();
+        sp.push(&data);
+        let mut jpeg = Jpeg::new().unwrap();
+        let (mut rgb_sum, mut planar_sum, mut n) = (0.0, 0.0, 0.0);
+        for frame in std::iter::from_fn(|| sp.next_frame()).step_by(4) {
+            let rgb = jpeg
+                .decode(&frame.unwrap(), PixelFormat::Rgb8, 768, 576)
+                .unwrap();
+            let yuyv = crate::testdata::yuyv_from_rgb(&rgb);
+            let planes = Planes::from_yuyv(&yuyv, 768, 576, 768 * 2).unwrap();
+            let reference = planes.luma();
+            let via_rgb = planes.to_rgb8();
+            for (w, h) in [(768, 576), (576, 432), (385, 289)] {
+                let target = transform::resize_from(&reference, w, h);
+                for q in [85, 40] {
+                    let old = jpeg
+                        .encode(&transform::resize_from(&via_rgb, w, h), q)
+                        .unwrap();
+                    let new = jpeg
+                        .encode_planes(prepare(&planes, w, h, 0, false).view(), q)
+                        .unwrap();
+                    rgb_sum += ssim(&luma(&mut jpeg, &old), &target).unwrap();
+                    planar_sum += ssim(&luma(&mut jpeg, &new), &target).unwrap();
+                    n += 1.0;
+                }
+            }
+        }
+        let (rgb, planar) = (rgb_sum / n, planar_sum / n);
+        eprintln!(
+            "YUYV, mean luma SSIM over {n} encodes: through RGB {rgb:.5}, planar {planar:.5}"
+        );
+        assert!(n >= 12.0);
+        assert!(
+            planar >= rgb - 0.001,
+            "planar {planar:.5} < RGB {rgb:.5} - 0.001"
+        );
+    }
+
     #[test]
     fn a_grayscale_source_gets_neutral_chroma_and_odd_sizes_encode() {
         let mut jpeg = Jpeg::new().unwrap();
@@ -188,7 +236,7 @@ mod tests {
             let out = prepare(&planes, w, h, rotate, false);
             let (u, _) = out.uv.as_ref().unwrap();
             assert!(u.data.iter().all(|&c| c == 128));
-            let encoded = jpeg.encode_planes(&out, 80).unwrap();
+            let encoded = jpeg.encode_planes(out.view(), 80).unwrap();
             let hd = crate::jpeg::header(&encoded).unwrap();
             let (ow, oh) = if rotate % 180 == 90 { (h, w) } else { (w, h) };
             assert_eq!((hd.width, hd.height), (ow, oh));
@@ -196,6 +244,6 @@ mod tests {
         // Planes of the wrong size are an error, not an abort.
         let mut out = prepare(&planes, 20, 20, 0, false);
         out.uv.as_mut().unwrap().0.width = 9;
-        assert!(jpeg.encode_planes(&out, 80).is_err());
+        assert!(jpeg.encode_planes(out.view(), 80).is_err());
     }
 }

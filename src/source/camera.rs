@@ -1,7 +1,8 @@
 //! V4L2 cameras through `nokhwa` (V4L2 backend only, its own decoders disabled).
 //!
 //! MJPEG frames pass through as JPEG (trimmed to their EOI: V4L2 buffers carry padding);
-//! YUYV frames are converted to RGB8 here ([`yuyv_to_rgb8`], BT.601). `nokhwa::Camera` is
+//! YUYV frames become full-range YCbCr planes here ([`Planes::from_yuyv`]), the form the
+//! JPEG encoder takes, so a YUYV frame never passes through RGB. `nokhwa::Camera` is
 //! not `Send`, so it lives on a dedicated capture thread that hands frames over a small
 //! bounded channel; [`CameraSource`] itself is `Send`.
 
@@ -20,7 +21,7 @@ use nokhwa::{Buffer, Camera, NokhwaError};
 
 use super::{Source, SourceError};
 use crate::config::{CameraFormat, SourceConfig};
-use crate::frame::{Captured, Image, JpegImage, PixelFormat, RawImage};
+use crate::frame::{Captured, Image, JpegImage, Planes};
 use crate::limits::Limits;
 
 /// How long [`CameraSource::open`] waits for the driver to open and configure the device.
@@ -110,49 +111,8 @@ pub fn choose_mode(
     })
 }
 
-/// Converts packed YUYV 4:2:2 (`Y0 U Y1 V` per two pixels, BT.601 limited range: Y
-/// 16–235, U/V 16–240 centred on 128) to RGB8.
-///
-/// `src` holds `height` rows of `stride` bytes, each starting with `2*width` bytes of
-/// pixels (rounded up to whole pairs for an odd width). Returns RGB8, row-major,
-/// `width*height*3` bytes; `None` when a dimension is 0, `stride` is too small for the
-/// width, or `src` is shorter than the rows need.
-pub fn yuyv_to_rgb8(src: &[u8], width: usize, height: usize, stride: usize) -> Option<Vec<u8>> {
-    let pairs = width.div_ceil(2);
-    if width == 0 || height == 0 || stride < pairs * 4 {
-        return None;
-    }
-    if src.len() < stride * (height - 1) + pairs * 4 {
-        return None;
-    }
-    #[inline(always)]
-    fn px(y: u8, d: i32, e: i32) -> [u8; 3] {
-        let c = 298 * (y as i32 - 16) + 128;
-        [
-            ((c + 409 * e) >> 8).clamp(0, 255) as u8,
-            ((c - 100 * d - 208 * e) >> 8).clamp(0, 255) as u8,
-            ((c + 516 * d) >> 8).clamp(0, 255) as u8,
-        ]
-    }
-    let mut out = vec![0u8; width * height * 3];
-    for (row, dst) in out.chunks_exact_mut(width * 3).enumerate() {
-        let line = &src[row * stride..row * stride + pairs * 4];
-        let mut dst_px = dst.chunks_exact_mut(3);
-        for q in line.chunks_exact(4) {
-            let (d, e) = (q[1] as i32 - 128, q[3] as i32 - 128);
-            if let Some(p) = dst_px.next() {
-                p.copy_from_slice(&px(q[0], d, e));
-            }
-            if let Some(p) = dst_px.next() {
-                p.copy_from_slice(&px(q[2], d, e));
-            }
-        }
-    }
-    Some(out)
-}
-
 /// Turns one driver buffer into an [`Image`]: MJPEG → [`Image::Jpeg`] trimmed to its EOI
-/// (zero-copy slice of the buffer); YUYV → [`Image::Raw`] RGB8.
+/// (zero-copy slice of the buffer); YUYV → [`Image::Yuv`] planes, 4:2:2.
 ///
 /// Errors: [`SourceError::BadFrame`] for an incomplete or unparsable JPEG or a short YUYV
 /// buffer; [`SourceError::TooLarge`] for a frame over `limits` (checked before converting);
@@ -177,15 +137,14 @@ fn to_image(buf: &Buffer, limits: &Limits) -> Result<Image, SourceError> {
                 Some(s) if data.len().is_multiple_of(h) && s >= min_stride => s,
                 _ => min_stride,
             };
-            let rgb = yuyv_to_rgb8(data, w, h, stride).ok_or_else(|| {
-                SourceError::BadFrame(format!(
-                    "YUYV frame of {} bytes is too short for {w}x{h}",
-                    data.len()
-                ))
-            })?;
-            RawImage::new(w as u32, h as u32, PixelFormat::Rgb8, rgb)
-                .map(Image::Raw)
-                .ok_or_else(|| SourceError::BadFrame(format!("YUYV frame of {w}x{h}")))
+            Planes::from_yuyv(data, w, h, stride)
+                .map(Image::Yuv)
+                .ok_or_else(|| {
+                    SourceError::BadFrame(format!(
+                        "YUYV frame of {} bytes is too short for {w}x{h}",
+                        data.len()
+                    ))
+                })
         }
         other => Err(SourceError::UnsupportedFormat(format!(
             "driver delivered {other} frames"
@@ -529,6 +488,11 @@ mod tests {
         a.iter().zip(b).all(|(&x, y)| x.abs_diff(y) <= 2)
     }
 
+    /// YUYV through the planes and back to RGB, as the PNG and zstd codecs see it.
+    fn to_rgb(src: &[u8], w: usize, h: usize, stride: usize) -> Option<Vec<u8>> {
+        Planes::from_yuyv(src, w, h, stride).map(|p| p.to_rgb8().data)
+    }
+
     #[test]
     fn yuyv_to_rgb_matches_bt601_reference_colours() {
         // (Y, U, V) → RGB for 100% bars, BT.601 limited range.
@@ -543,7 +507,7 @@ mod tests {
             ([170, 166, 16], [0, 255, 255]),
         ];
         for ([y, u, v], rgb) in cases {
-            let out = yuyv_to_rgb8(&[y, u, y, v], 2, 1, 4).unwrap();
+            let out = to_rgb(&[y, u, y, v], 2, 1, 4).unwrap();
             assert!(
                 near(&out[..3], rgb),
                 "YUV {y},{u},{v} → {:?}, want {rgb:?}",
@@ -560,7 +524,17 @@ mod tests {
             16, 128, 235, 128, 81, 90, 81, 240, 0xEE, 0xEE, 0xEE, 0xEE, //
             235, 128, 16, 128, 41, 240, 41, 110, 0xEE, 0xEE, 0xEE, 0xEE,
         ];
-        let out = yuyv_to_rgb8(&src, 3, 2, 12).unwrap();
+        let planes = Planes::from_yuyv(&src, 3, 2, 12).unwrap();
+        let c = planes.chroma.as_ref().unwrap();
+        assert_eq!(
+            (planes.y.width, planes.y.height, c.u.width, c.u.height),
+            (3, 2, 2, 2)
+        );
+        assert_eq!((c.fx, c.fy), (2, 1));
+        // Limited range stretched to full: 16 -> 0, 235 -> 255, 240 -> 255, 128 stays.
+        assert_eq!(planes.y.data, [0, 255, 76, 255, 0, 29]);
+        assert_eq!(c.v.data, [128, 255, 128, 108]);
+        let out = planes.to_rgb8().data;
         assert_eq!(out.len(), 3 * 2 * 3);
         assert!(near(&out[0..3], [0, 0, 0]));
         assert!(near(&out[3..6], [255, 255, 255]));
@@ -568,9 +542,9 @@ mod tests {
         assert!(near(&out[9..12], [255, 255, 255]));
         assert!(near(&out[12..15], [0, 0, 0]));
         assert!(near(&out[15..18], [0, 0, 255]));
-        assert_eq!(yuyv_to_rgb8(&src[..19], 3, 2, 12), None);
-        assert_eq!(yuyv_to_rgb8(&src, 3, 2, 7), None);
-        assert_eq!(yuyv_to_rgb8(&src, 0, 2, 12), None);
+        assert_eq!(to_rgb(&src[..19], 3, 2, 12), None);
+        assert_eq!(to_rgb(&src, 3, 2, 7), None);
+        assert_eq!(to_rgb(&src, 0, 2, 12), None);
     }
 
     fn fixture_frame() -> Vec<u8> {
@@ -606,15 +580,16 @@ mod tests {
     }
 
     #[test]
-    fn yuyv_buffer_becomes_rgb8() {
+    fn yuyv_buffer_becomes_planes() {
         let (w, h) = (4usize, 2usize);
         let mut data: Vec<u8> = [235, 128, 235, 128].repeat(w / 2 * h);
         let buf = Buffer::new(Resolution::new(4, 2), &data, FrameFormat::YUYV);
-        let Image::Raw(r) = to_image(&buf, &Limits::default()).unwrap() else {
-            panic!("expected raw")
+        let Image::Yuv(p) = to_image(&buf, &Limits::default()).unwrap() else {
+            panic!("expected planes")
         };
-        assert_eq!((r.width, r.height, r.format), (4, 2, PixelFormat::Rgb8));
-        assert!(r.data.iter().all(|&v| v == 255));
+        assert_eq!((p.width, p.height), (4, 2));
+        assert!(p.y.data.iter().all(|&v| v == 255));
+        assert!(p.to_rgb8().data.iter().all(|&v| v == 255));
         data.truncate(10);
         let short = Buffer::new(Resolution::new(4, 2), &data, FrameFormat::YUYV);
         assert!(to_image(&short, &Limits::default())

@@ -1004,7 +1004,7 @@ pub(crate) mod tests {
             .iter()
             .map(|c| match &c.image {
                 Image::Jpeg(j) => j.data.len(),
-                Image::Raw(_) => 0,
+                Image::Raw(_) | Image::Yuv(_) => 0,
             })
             .collect();
         assert_eq!(sizes, [big.len(), fixture_frames()[0].len(), big.len()]);

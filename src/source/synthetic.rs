@@ -284,7 +284,7 @@ mod tests {
     fn raw(c: Captured) -> RawImage {
         match c.image {
             Image::Raw(r) => r,
-            Image::Jpeg(_) => panic!("synthetic frames are raw"),
+            Image::Jpeg(_) | Image::Yuv(_) => panic!("synthetic frames are raw"),
         }
     }
 
