@@ -173,14 +173,18 @@ enum Command {
     /// committed in order after each result's delivery report.
     Process {
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Consumer group; offsets are committed once each frame's result is delivered.
-        #[arg(long)]
-        group_id: String,
-        /// Topic for the workers' answers (keyed by device, with the frame's headers).
+        from: ConsumeFrom,
+        /// Consumer group; offsets are committed once each frame's result is delivered
+        /// (Kafka).
+        #[arg(long, required_unless_present = "pubsub_subscription")]
+        group_id: Option<String>,
+        /// Topic for the workers' answers (keyed by device, with the frame's headers); with
+        /// --pubsub-subscription a Pub/Sub topic, projects/P/topics/T or T in the
+        /// subscription's project.
         #[arg(long)]
         results_topic: String,
-        /// Topic for frames a worker failed on twice (timeout, crash, bad answer).
+        /// Topic for frames a worker failed on twice (timeout, crash, bad answer); a Pub/Sub
+        /// topic as --results-topic with --pubsub-subscription.
         #[arg(long)]
         dead_letter_topic: Option<String>,
         /// Worker processes.
@@ -210,6 +214,10 @@ enum Command {
         /// Address to serve the page on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// A topic of `edgecam process` results: each frame's boxes and label are drawn
+        /// over it (matched by edgecam.frame_id).
+        #[arg(long, value_name = "TOPIC", value_parser = topic_name)]
+        results_topic: Option<String>,
     },
     /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
     /// footage; prints a table.
@@ -538,7 +546,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..opts
                 };
             if let Some(subscription) = from.pubsub_subscription {
-                let source = match pubsub_source(subscription, from.config.as_deref()) {
+                let source = match pubsub_source("consume", subscription, from.config.as_deref()) {
                     Ok(s) => s,
                     Err(code) => return Ok(code),
                 };
@@ -589,7 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Process {
-            kafka,
+            from,
             group_id,
             results_topic,
             dead_letter_topic,
@@ -600,9 +608,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             command,
         } => {
-            let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
-                Ok(k) => k,
-                Err(code) => return Ok(code),
+            let pubsub = match from.pubsub_subscription {
+                Some(subscription) => {
+                    match pubsub_source("process", subscription, from.config.as_deref()) {
+                        Ok(s) => Some(s),
+                        Err(code) => return Ok(code),
+                    }
+                }
+                None => None,
+            };
+            let (bootstrap_servers, topic, properties, group_id) = match &pubsub {
+                // The metrics' `group` label: the subscription's id.
+                Some(p) => {
+                    let id = p.subscription.rsplit('/').next().unwrap_or_default();
+                    (String::new(), String::new(), Vec::new(), id.to_string())
+                }
+                None => {
+                    let kafka = KafkaArgs {
+                        bootstrap_servers: from.bootstrap_servers,
+                        topic: from.topic,
+                        config: from.config,
+                        property: from.property,
+                    };
+                    let (b, t, p) = match kafka_source(kafka) {
+                        Ok(k) => k,
+                        Err(code) => return Ok(code),
+                    };
+                    let g =
+                        group_id.expect("clap requires --group-id without --pubsub-subscription");
+                    (b, t, p, g)
+                }
             };
             let opts = edgecam::process::ProcessOptions {
                 bootstrap_servers,
@@ -618,6 +653,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 idle_timeout: idle_timeout_ms.map(std::time::Duration::from_millis),
                 listen,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                pubsub,
+                limits: edgecam::limits::Limits::default(),
             };
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
@@ -628,7 +665,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(
                     e @ (edgecam::process::ProcessError::Spawn { .. }
-                    | edgecam::process::ProcessError::Http(_)),
+                    | edgecam::process::ProcessError::Http(_)
+                    | edgecam::process::ProcessError::Pubsub(_)),
                 ) => {
                     eprintln!("edgecam: process: {e}");
                     Ok(ExitCode::from(EXIT_CONFIG))
@@ -636,7 +674,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::View { kafka, listen } => {
+        Command::View {
+            kafka,
+            listen,
+            results_topic,
+        } => {
             let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
                 Ok(k) => k,
                 Err(code) => return Ok(code),
@@ -647,6 +689,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 properties,
                 limits: edgecam::limits::Limits::default(),
+                results_topic,
             };
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone())?;
@@ -802,16 +845,17 @@ fn kafka_source(args: KafkaArgs) -> Result<KafkaSource, ExitCode> {
     Ok((bootstrap_servers, topic, properties))
 }
 
-/// The Pub/Sub subscription `consume` reads: its name checked, the emulator when
+/// The Pub/Sub subscription `consume` or `process` reads: its name checked, the emulator when
 /// `PUBSUB_EMULATOR_HOST` is set, else `config`'s `[pubsub]` endpoint and credentials (an
 /// agent file whose sink is Pub/Sub), else Pub/Sub's endpoint with the metadata server's
 /// token. `Err` is the exit code, the reason already printed.
 fn pubsub_source(
+    command: &str,
     subscription: String,
     config: Option<&std::path::Path>,
 ) -> Result<edgecam::consume::pubsub::PubsubSource, ExitCode> {
     if let Err(e) = edgecam::consume::pubsub::check_subscription(&subscription) {
-        eprintln!("edgecam: consume: {e}");
+        eprintln!("edgecam: {command}: {e}");
         return Err(ExitCode::from(EXIT_CONFIG));
     }
     let table = match config {
@@ -883,4 +927,9 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A Kafka topic name as a command-line value: the rules of `kafka.topic`.
+fn topic_name(s: &str) -> Result<String, String> {
+    edgecam::config::TopicName::new(s).map(|_| s.to_owned())
 }

@@ -518,3 +518,135 @@ async fn the_daemon_reports_pubsub_in_metrics_and_stops_cleanly_on_sigterm() {
         "{line} for {n} frames on the subscription"
     );
 }
+
+/// `edgecam process --pubsub-subscription`: every frame published by an agent is handed to a
+/// worker and its answer published to a Pub/Sub topic with the frame's identity and where
+/// it was read; a frame the worker answers with garbage twice goes to the dead-letter topic
+/// with its bytes and `edgecam.reason = bad_answer`, a forged JPEG goes there as
+/// `frame_too_large` without reaching a worker; everything is acknowledged afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_answers_every_frame_of_a_subscription() {
+    let Some(emu) = emulator() else { return };
+    emu.create_topic(PROJECT, "toprocess");
+    emu.create_subscription(PROJECT, "workers", "toprocess", true);
+    for t in ["answers", "failed"] {
+        emu.create_topic(PROJECT, t);
+        emu.create_subscription(PROJECT, &format!("{t}-read"), t, false);
+    }
+    let footage = common::testdata("vtest-768x576-10fps.mjpeg");
+    let originals = frames_of(&footage);
+    let n = 12;
+    let cfg = agent(
+        &emu,
+        "porch",
+        &format!(
+            "kind = \"mjpeg\"\npath = \"{}\"\nfps = 0\nmax_frames = {n}",
+            footage.display()
+        ),
+        "toprocess",
+        "",
+    );
+    edgecam::pipeline::run(cfg, CancellationToken::new(), Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    // A forged JPEG (its SOF says 65000x65000): refused by [limits], never given to a worker.
+    let forged = [
+        0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xFD, 0xE8, 0xFD, 0xE8, 0x03, 0x01, 0x22, 0x00,
+        0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xFF, 0xD9,
+    ];
+    tokio::task::block_in_place(|| {
+        emu.publish(
+            PROJECT,
+            "toprocess",
+            &forged,
+            &[("edgecam.seq", "99"), ("edgecam.device", "mallory")],
+            "",
+        )
+    });
+
+    // A worker in a few lines: the image's length and seq, and garbage for seq 5.
+    let worker = r#"
+import json, sys
+for line in sys.stdin.buffer:
+    meta = json.loads(line)
+    data = sys.stdin.buffer.read(meta["length"])
+    seq = meta["headers"]["edgecam.seq"]
+    answer = {"bytes": len(data), "seq": seq, "message_id": meta["message_id"]}
+    sys.stdout.write("not json\n" if seq == "5" else json.dumps(answer) + "\n")
+    sys.stdout.flush()
+"#;
+    let host = emu.host_port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_edgecam"))
+            .arg("process")
+            .arg("--pubsub-subscription")
+            .arg(format!("projects/{PROJECT}/subscriptions/workers"))
+            .args(["--results-topic", "answers", "--dead-letter-topic"])
+            .arg(format!("projects/{PROJECT}/topics/failed"))
+            .args([
+                "--workers",
+                "2",
+                "--idle-timeout-ms",
+                "3000",
+                "--",
+                "python3",
+                "-c",
+            ])
+            .arg(worker)
+            .env("PUBSUB_EMULATOR_HOST", host)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "processed {} frames, failed 2 (bad_answer 1, frame_too_large 1)",
+            n - 1
+        )),
+        "{stderr}"
+    );
+
+    let answers = tokio::task::block_in_place(|| {
+        emu.pull_n(PROJECT, "answers-read", n - 1, Duration::from_secs(30))
+    });
+    assert_eq!(answers.len(), n - 1);
+    let mut seqs: Vec<u64> = Vec::new();
+    for a in &answers {
+        let s = seq(a);
+        seqs.push(s);
+        let v: serde_json::Value = serde_json::from_slice(&a.data).unwrap();
+        assert_eq!(v["bytes"], originals[s as usize].len(), "answer {v}");
+        assert_eq!(v["seq"], s.to_string());
+        assert_eq!(a.attributes["edgecam.device"], "porch");
+        assert_eq!(a.ordering_key, "porch");
+        assert!(!a.attributes["edgecam.frame_id"].is_empty());
+        assert_eq!(
+            a.attributes["edgecam.source_subscription"],
+            format!("projects/{PROJECT}/subscriptions/workers")
+        );
+        assert_eq!(a.attributes["edgecam.source_message_id"], v["message_id"]);
+    }
+    seqs.sort();
+    let want: Vec<u64> = (0..n as u64).filter(|&s| s != 5).collect();
+    assert_eq!(seqs, want);
+
+    let mut failed = tokio::task::block_in_place(|| {
+        emu.pull_n(PROJECT, "failed-read", 2, Duration::from_secs(30))
+    });
+    failed.sort_by_key(seq);
+    assert_eq!(failed.len(), 2);
+    assert_eq!(seq(&failed[0]), 5);
+    assert_eq!(failed[0].attributes["edgecam.reason"], "bad_answer");
+    assert_eq!(failed[0].data, originals[5].as_ref());
+    assert_eq!(seq(&failed[1]), 99);
+    assert_eq!(failed[1].attributes["edgecam.reason"], "frame_too_large");
+    assert_eq!(failed[1].data, forged);
+
+    // Every frame acknowledged: none is delivered again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(tokio::task::block_in_place(|| emu.pull(PROJECT, "workers", 100)).is_empty());
+}

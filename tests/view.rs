@@ -49,6 +49,7 @@ async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() 
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             properties: Vec::new(),
             limits: edgecam::limits::Limits::default(),
+            results_topic: None,
         },
         stop_view.clone(),
     ));
@@ -128,6 +129,207 @@ async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() 
         .unwrap()
         .unwrap()
         .unwrap();
+    stop_agent.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// The result the stand-in processor of the test below publishes for frame `seq`: a count
+/// and that many boxes, different from frame to frame.
+fn result_for(seq: u64) -> serde_json::Value {
+    let n = seq % 3 + 1;
+    let boxes: Vec<[u64; 4]> = (0..n)
+        .map(|i| {
+            [
+                40 + 200 * i + seq % 17,
+                60 + 40 * i,
+                96 + 8 * i,
+                180 + seq % 23,
+            ]
+        })
+        .collect();
+    serde_json::json!({ "people": n, "boxes": boxes })
+}
+
+/// With `--results-topic`, the page draws each frame's result over it: the boxes drawn, read
+/// back from the page's layout in the frame's pixels, are the boxes of the result record of
+/// the frame shown (matched by `edgecam.frame_id`), and the label is its count. A stand-in
+/// for `edgecam process` answers every frame with [`result_for`] its seq.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_draws_the_result_of_the_frame_shown() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let cluster = MockCluster::new(1).unwrap();
+    let (topic, results) = (unique_topic("view-frames"), unique_topic("view-results"));
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    cluster.create_topic(&results, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let toml = format!(
+        "[device]\nid = \"porch\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 10\n\
+         loop = true\n[encode]\nmax_message_bytes = 40000\n\
+         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
+    );
+    let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let stop_agent = CancellationToken::new();
+    let agent = tokio::spawn(edgecam::pipeline::run(
+        cfg,
+        stop_agent.clone(),
+        metrics.clone(),
+    ));
+
+    // The stand-in processor: every frame's result, keyed and headed as edgecam process does.
+    let stop_processor = CancellationToken::new();
+    let processor = tokio::spawn({
+        let (bootstrap, topic, results) = (bootstrap.clone(), topic.clone(), results.clone());
+        let stop = stop_processor.clone();
+        async move {
+            let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "view-results-test")
+                .set("auto.offset.reset", "earliest")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[&topic]).unwrap();
+            let producer: FutureProducer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .unwrap();
+            let mut answered = 0u64;
+            loop {
+                let m = tokio::select! {
+                    m = consumer.recv() => m.unwrap(),
+                    _ = stop.cancelled() => return answered,
+                };
+                let header = |name: &str| {
+                    m.headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name))
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap()
+                };
+                let (id, seq) = (header("edgecam.frame_id"), header("edgecam.seq"));
+                let value = result_for(seq.parse().unwrap()).to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "edgecam.frame_id",
+                        value: Some(&id),
+                    })
+                    .insert(Header {
+                        key: "edgecam.seq",
+                        value: Some(&seq),
+                    });
+                producer
+                    .send(
+                        FutureRecord::to(&results)
+                            .key("porch")
+                            .payload(&value)
+                            .headers(headers),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+                answered += 1;
+            }
+        }
+    });
+    let m = metrics.clone();
+    common::mosquitto::eventually("frames in Kafka", || m.delivered.load(Relaxed) >= 10).await;
+
+    let port = free_port();
+    let stop_view = CancellationToken::new();
+    let view = tokio::spawn(edgecam::view::serve(
+        edgecam::view::ViewOptions {
+            bootstrap_servers: bootstrap.clone(),
+            topic: topic.clone(),
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            properties: Vec::new(),
+            limits: edgecam::limits::Limits::default(),
+            results_topic: Some(results.clone()),
+        },
+        stop_view.clone(),
+    ));
+    wait_for_status(port, "/", 200, "the page").await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("view-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let base = format!("http://127.0.0.1:{port}/");
+    let (seq, drawn) = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::open(&base);
+        b.wait_until("a frame decoded", |b| b.text("decoded").contains('x'));
+        // Paused, the frame shown stays; its result arrives and is drawn.
+        b.eval("document.getElementById('play').click()");
+        b.wait_until("a result drawn", |b| !b.text("result").is_empty());
+        b.screenshot(&shots.join("results.png"));
+        let drawn = b.eval(
+            "JSON.stringify((() => {
+               const img = document.getElementById('frame');
+               const i = img.getBoundingClientRect();
+               const sx = img.naturalWidth / i.width, sy = img.naturalHeight / i.height;
+               return {
+                 id: document.getElementById('frame-id').textContent,
+                 label: document.querySelector('#boxes .label').textContent,
+                 boxes: [...document.querySelectorAll('#boxes .box')].map((el) => {
+                   const r = el.getBoundingClientRect();
+                   return [(r.left - i.left) * sx, (r.top - i.top) * sy, r.width * sx, r.height * sy];
+                 }),
+               };
+             })())",
+        );
+        let drawn: serde_json::Value = serde_json::from_str(drawn.as_str().unwrap()).unwrap();
+        (b.text("seq").parse::<u64>().unwrap(), drawn)
+    })
+    .await
+    .unwrap();
+
+    // The result record of the frame shown, as the view serves it, is the one published for
+    // that frame's seq; the boxes drawn are its boxes, to within a pixel of layout rounding.
+    let id = drawn["id"].as_str().unwrap().to_string();
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || get(port, &format!("/api/result/{id}")))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let record: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let want = result_for(seq);
+    assert_eq!(record, want, "the result record of frame seq {seq}");
+    assert_eq!(drawn["label"], format!("people: {}", want["people"]));
+    let (got, want) = (
+        drawn["boxes"].as_array().unwrap(),
+        want["boxes"].as_array().unwrap(),
+    );
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "boxes drawn: {got:?}, in the record: {want:?}"
+    );
+    for (g, w) in got.iter().zip(want) {
+        for k in 0..4 {
+            let (g, w) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+            assert!(
+                (g - w).abs() <= 1.5,
+                "box drawn {got:?}, in the record {want:?}"
+            );
+        }
+    }
+    // An unknown frame has no result: a 404 saying so, after the wait asked for.
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || get(port, "/api/result/nope?wait_ms=200"))
+            .await
+            .unwrap();
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("no result for frame"));
+
+    stop_view.cancel();
+    tokio::time::timeout(Duration::from_secs(10), view)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    stop_processor.cancel();
+    assert!(processor.await.unwrap() >= 1);
     stop_agent.cancel();
     agent.await.unwrap().unwrap();
 }

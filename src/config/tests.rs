@@ -65,7 +65,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.pipeline, PipelineConfig::default());
     assert_eq!(c.kafka().unwrap().topic, "edgecam.frames");
     assert_eq!(c.kafka().unwrap().error_topic, None);
-    assert_eq!(c.kafka().unwrap().max_in_flight.get(), 32);
+    assert_eq!(c.kafka().unwrap().max_in_flight.get(), 8);
     assert_eq!(c.kafka().unwrap().message_timeout_ms.get(), 60_000);
     assert!(c.kafka().unwrap().properties.is_empty());
     assert!(c.mqtt().is_none());

@@ -81,14 +81,14 @@ pub fn check_subscription(s: &str) -> Result<(), String> {
 }
 
 /// One pulled message.
-struct Pulled {
-    ack_id: String,
-    message_id: String,
-    data: Vec<u8>,
-    attributes: BTreeMap<String, String>,
-    ordering_key: String,
+pub(crate) struct Pulled {
+    pub(crate) ack_id: String,
+    pub(crate) message_id: String,
+    pub(crate) data: Vec<u8>,
+    pub(crate) attributes: BTreeMap<String, String>,
+    pub(crate) ordering_key: String,
     /// `publishTime`, milliseconds since the Unix epoch.
-    publish_ms: Option<i64>,
+    pub(crate) publish_ms: Option<i64>,
 }
 
 impl Incoming for Pulled {
@@ -117,7 +117,7 @@ impl Incoming for Pulled {
 }
 
 /// The messages of a pull answer (`{"receivedMessages":[…]}`, or `{}` when none).
-fn parse_pull(body: &[u8]) -> Result<Vec<Pulled>, String> {
+pub(crate) fn parse_pull(body: &[u8]) -> Result<Vec<Pulled>, String> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("pull answer is not JSON: {e}"))?;
     let Some(list) = v.get("receivedMessages").and_then(|l| l.as_array()) else {
@@ -169,7 +169,7 @@ fn fatal(f: &Failure, subscription: &str) -> Option<ConsumeError> {
 
 /// Acknowledges `ids` (their files are durable); a failure only means Pub/Sub delivers
 /// them again, to find their files.
-async fn ack(client: &Client, sub: &str, ids: &[String]) {
+pub(crate) async fn ack(client: &Client, sub: &str, ids: &[String]) {
     if ids.is_empty() {
         return;
     }

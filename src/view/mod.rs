@@ -10,6 +10,12 @@
 //! | `GET /api/thumb/{device}` | the device's latest frame, as a browser can show it |
 //! | `GET /api/stream/{device}` | frames as `multipart/x-mixed-replace`, one `Content-Length` and the frame's position and headers per part; `?from=P:O` starts at partition `P` offset `O`, `?at=MS` at a capture time (Unix ms, through `offsets_for_times`), neither: live |
 //! | `GET /api/frame/{device}?from=P:O&dir=next\|prev` | one frame: the device's first at or after `O`, or its last before `O` |
+//! | `GET /api/result/{frame_id}?wait_ms=N` | with `--results-topic`: the result record of that frame (the JSON `edgecam process` published), waiting up to `N` ms (at most 5,000) for it to arrive; `404` when none came |
+//!
+//! **Results.** With a results topic (`ViewOptions::results_topic`), a second tail reader
+//! keeps the newest [`MAX_RESULTS`] result records by `edgecam.frame_id`, and the page draws
+//! each frame's boxes (`"boxes": [[x, y, w, h], …]` in the frame's pixels) and a label made
+//! of the result's other fields (`people: 2`).
 //!
 //! **Resume.** The page stores, per topic and device, the position after the last frame it
 //! showed (in the URL and in `localStorage`); reopening it continues from there, neither
@@ -58,6 +64,12 @@ pub const MAX_DEVICES: usize = 256;
 /// their latest frames.
 const TAIL_RECORDS: i64 = 500;
 
+/// Result records the results tail reader keeps (the oldest goes first).
+pub const MAX_RESULTS: usize = 10_000;
+
+/// The longest `wait_ms` of `/api/result/{frame_id}`.
+const MAX_RESULT_WAIT: Duration = Duration::from_secs(5);
+
 /// How long one `poll` waits.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -74,6 +86,9 @@ pub struct ViewOptions {
     pub properties: Vec<(String, String)>,
     /// Bounds on each record's image; records over them are not shown.
     pub limits: Limits,
+    /// A topic of `edgecam process` results (JSON objects with an `edgecam.frame_id`
+    /// header), drawn over the frames they answer; `None`: frames only.
+    pub results_topic: Option<String>,
 }
 
 /// Why `edgecam view` could not start.
@@ -105,6 +120,8 @@ pub struct ViewFrame {
     pub timestamp_ms: Option<i64>,
     /// `edgecam.quality`, when present.
     pub quality: Option<String>,
+    /// `edgecam.frame_id`, when present: what a result record is matched by.
+    pub frame_id: Option<String>,
     /// Bytes of the record's value as published.
     pub record_bytes: usize,
     /// `image/jpeg` or `image/png`.
@@ -138,6 +155,7 @@ impl ViewFrame {
             captured_at: meta.captured_at,
             timestamp_ms: meta.timestamp_ms,
             quality,
+            frame_id: meta.frame_id,
             record_bytes: msg.payload().map_or(0, <[u8]>::len),
             content_type,
             image: Bytes::from(image),
@@ -153,6 +171,7 @@ impl ViewFrame {
             "captured_at": self.captured_at,
             "timestamp_ms": self.timestamp_ms,
             "quality": self.quality,
+            "frame_id": self.frame_id,
             "record_bytes": self.record_bytes,
             "content_type": self.content_type,
         })
@@ -180,6 +199,9 @@ impl ViewFrame {
         if let Some(q) = &self.quality {
             h.push(("X-Edgecam-Quality", q.clone()));
         }
+        if let Some(id) = &self.frame_id {
+            h.push(("X-Edgecam-Frame-Id", id.clone()));
+        }
         h
     }
 
@@ -200,6 +222,49 @@ struct ViewState {
     topic: String,
     limits: Limits,
     devices: Mutex<BTreeMap<String, Device>>,
+    results_topic: Option<String>,
+    results: Mutex<Results>,
+    /// Woken when a result arrives.
+    result_arrived: tokio::sync::Notify,
+}
+
+/// The newest result records by frame id, at most [`MAX_RESULTS`].
+#[derive(Default)]
+struct Results {
+    by_frame: std::collections::HashMap<String, Bytes>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Results {
+    fn insert(&mut self, frame_id: String, value: Bytes) {
+        if self.by_frame.insert(frame_id.clone(), value).is_none() {
+            self.order.push_back(frame_id);
+            while self.order.len() > MAX_RESULTS {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_frame.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// The frame id and value of a result record, when it is one: an `edgecam.frame_id` header
+/// and a value that is a JSON object.
+fn result_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<(String, Bytes)> {
+    use rdkafka::message::Headers;
+    let id = msg.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == crate::record::header::FRAME_ID)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    })?;
+    let value = msg.payload()?;
+    matches!(
+        serde_json::from_slice::<serde_json::Value>(value),
+        Ok(serde_json::Value::Object(_))
+    )
+    .then(|| (id, Bytes::copy_from_slice(value)))
 }
 
 impl ViewState {
@@ -231,46 +296,65 @@ impl ViewState {
     }
 }
 
+/// Reads the newest [`TAIL_RECORDS`] of every partition of the results topic and then
+/// everything new, keeping each result by frame id. Runs on its own thread until `stop`.
+fn tail_results(state: Arc<ViewState>, topic: String, stop: CancellationToken) {
+    tail_topic(&state, &topic, &stop, |m| {
+        if let Some((id, value)) = result_of(m) {
+            state.results.lock().unwrap().insert(id, value);
+            state.result_arrived.notify_waiters();
+        }
+    });
+}
+
 /// Reads the newest [`TAIL_RECORDS`] of every partition and then everything new, keeping
 /// each device's latest frame. Runs on its own thread until `stop`.
 fn tail(state: Arc<ViewState>, stop: CancellationToken) {
+    let mut converter = Converter::new(state.limits);
+    let topic = state.topic.clone();
+    tail_topic(&state, &topic, &stop, |m| {
+        if let Some(f) = ViewFrame::of(&m.detach(), &state.limits, &mut converter) {
+            state.note(f);
+        }
+    });
+}
+
+/// Assigns every partition of `topic` from [`TAIL_RECORDS`] before its end (retrying while
+/// the topic is not readable) and hands each record to `each` until `stop`.
+fn tail_topic(
+    state: &ViewState,
+    topic: &str,
+    stop: &CancellationToken,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) {
     let consumer = match state.consumer() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "view: cannot create the tail consumer");
+            tracing::error!(error = %e, topic, "view: cannot create the tail consumer");
             return;
         }
     };
-    let mut converter = Converter::new(state.limits);
     let mut assigned = false;
     while !stop.is_cancelled() {
         if !assigned {
-            match tail_assignment(&consumer, &state.topic) {
+            match tail_assignment(&consumer, topic) {
                 Ok(tpl) => {
                     if let Err(e) = consumer.assign(&tpl) {
                         tracing::warn!(error = %e, "view: cannot assign the topic's partitions");
                     } else {
                         assigned = true;
-                        tracing::info!(
-                            topic = %state.topic,
-                            partitions = tpl.count(),
-                            "view: reading the topic"
-                        );
+                        tracing::info!(topic, partitions = tpl.count(), "view: reading the topic");
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, topic = %state.topic, "view: topic not readable yet; retrying");
+                    tracing::warn!(error = %e, topic, "view: topic not readable yet; retrying");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
             continue;
         }
         match consumer.poll(POLL) {
-            Some(Ok(m)) => {
-                if let Some(f) = ViewFrame::of(&m.detach(), &state.limits, &mut converter) {
-                    state.note(f);
-                }
-            }
+            Some(Ok(m)) => each(&m),
             Some(Err(e)) => tracing::debug!(error = %e, "view: tail poll"),
             None => {}
         }
@@ -322,6 +406,9 @@ pub async fn serve(opts: ViewOptions, shutdown: CancellationToken) -> Result<(),
         topic: opts.topic.clone(),
         limits: opts.limits,
         devices: Mutex::new(BTreeMap::new()),
+        results_topic: opts.results_topic.clone(),
+        results: Mutex::new(Results::default()),
+        result_arrived: tokio::sync::Notify::new(),
     });
     // Refused properties surface here, before the port opens.
     drop(state.consumer()?);
@@ -338,12 +425,20 @@ pub async fn serve(opts: ViewOptions, shutdown: CancellationToken) -> Result<(),
             .spawn(move || tail(state, stop))
             .expect("spawn the tail reader")
     };
+    let results_thread = opts.results_topic.clone().map(|topic| {
+        let (state, stop) = (state.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("edgecam-view-results".into())
+            .spawn(move || tail_results(state, topic, stop))
+            .expect("spawn the results reader")
+    });
     let app = Router::new()
         .route("/", get(page))
         .route("/api/devices", get(devices))
         .route("/api/thumb/{device}", get(thumb))
         .route("/api/stream/{device}", get(stream))
         .route("/api/frame/{device}", get(frame))
+        .route("/api/result/{frame_id}", get(result))
         .with_state(state);
     tracing::info!(
         url = %format!("http://{}/", listener.local_addr().unwrap_or(opts.listen)),
@@ -357,7 +452,11 @@ pub async fn serve(opts: ViewOptions, shutdown: CancellationToken) -> Result<(),
         })
         .await;
     shutdown.cancel();
-    let _ = tokio::task::spawn_blocking(move || tail_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = tail_thread.join();
+        results_thread.map(std::thread::JoinHandle::join)
+    })
+    .await;
     served.map_err(|source| {
         ViewError::Http(crate::http::HttpError {
             addr: opts.listen,
@@ -407,8 +506,51 @@ async fn devices(State(s): State<Arc<ViewState>>) -> Response {
         .collect();
     json(
         StatusCode::OK,
-        serde_json::json!({ "topic": s.topic, "devices": list }),
+        serde_json::json!({ "topic": s.topic, "results_topic": s.results_topic, "devices": list }),
     )
+}
+
+/// `?wait_ms=` of `/api/result/{frame_id}`.
+#[derive(Debug, serde::Deserialize)]
+struct ResultQuery {
+    wait_ms: Option<u64>,
+}
+
+/// The result record of `frame_id` as JSON, waiting up to `wait_ms` for it to arrive.
+async fn result(
+    State(s): State<Arc<ViewState>>,
+    Path(frame_id): Path<String>,
+    Query(q): Query<ResultQuery>,
+) -> Response {
+    if s.results_topic.is_none() {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "no results topic: start edgecam view with --results-topic" }),
+        );
+    }
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_RESULT_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before looking, so an arrival between the look and the wait wakes it.
+        let arrived = s.result_arrived.notified();
+        if let Some(v) = s.results.lock().unwrap().by_frame.get(&frame_id).cloned() {
+            return (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                v,
+            )
+                .into_response();
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": format!("no result for frame {frame_id:?} on the results topic") }),
+            );
+        }
+    }
 }
 
 fn frame_response(f: &ViewFrame) -> Response {
