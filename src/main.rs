@@ -219,27 +219,6 @@ enum Command {
         #[arg(long, value_name = "TOPIC", value_parser = topic_name)]
         results_topic: Option<String>,
     },
-    /// Measure encoders, budget fitting, passthrough and end-to-end throughput on real
-    /// footage; prints a table.
-    Bench {
-        /// Folder with the real footage (vtest MJPEG and photographs) that scripts/testdata
-        /// makes [default: $EDGECAM_TESTDATA, else target/testdata]
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Timed repetitions per row; the table shows the median.
-        #[arg(long, default_value_t = 5)]
-        iterations: u32,
-        /// Skip the rows that publish into the in-process mock Kafka cluster.
-        #[arg(long)]
-        no_kafka: bool,
-    },
-    /// Measure the spool on this machine's disk: append rate (64 KB, 400 KB records), 1 GB
-    /// recovery, bytes written per healthy hour, backlog drain rate. Needs about 1.5 GB free.
-    BenchSpool {
-        /// Directory to measure in (a scratch folder is made and removed inside it).
-        #[arg(long, default_value = ".")]
-        dir: PathBuf,
-    },
     /// Publish real footage through an in-process mock Kafka cluster and read it back.
     Demo {
         /// Folder for the consumed frames.
@@ -701,27 +680,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => Err(e.into()),
             }
-        }
-        Command::Bench {
-            data_dir,
-            iterations,
-            no_kafka,
-        } => {
-            let opts = edgecam::bench::BenchOptions {
-                data_dir: data_dir.unwrap_or_else(edgecam::testdata::dir),
-                iterations,
-                end_to_end: !no_kafka,
-                ..Default::default()
-            };
-            let table = tokio::task::spawn_blocking(move || edgecam::bench::run(&opts)).await??;
-            println!("{table}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchSpool { dir } => {
-            let table =
-                tokio::task::spawn_blocking(move || edgecam::bench::spool::run(&dir)).await??;
-            println!("{table}");
-            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             output_dir,

@@ -1,4 +1,4 @@
-//! Where the real footage and photographs of the tests and `edgecam bench` live: the folder
+//! Where the real footage and photographs of the tests and `edgecam-bench` live: the folder
 //! that `scripts/testdata` derives from Debian packages (OpenCV's `vtest.avi` in
 //! `opencv-doc`, photographs in `mate-backgrounds`) and checks by SHA-256. Nothing here
 //! downloads or derives anything; a missing file is an error that names the script.
@@ -53,7 +53,7 @@ pub fn file(name: impl AsRef<Path>) -> Result<PathBuf, Missing> {
 
 /// `rgb` (RGB8, `width`×`height`) as a V4L2 camera sends it in YUYV: packed `Y0 U Y1 V`,
 /// BT.601 limited range, each pair of pixels sharing the mean of their chroma;
-/// `4 * ceil(width/2) * height` bytes. What the tests and `edgecam bench` make YUYV camera
+/// `4 * ceil(width/2) * height` bytes. What the tests and `edgecam-bench` make YUYV camera
 /// frames from, there being no camera.
 pub fn yuyv_from_rgb(rgb: &crate::frame::RawImage) -> Vec<u8> {
     let f = |p: &[u8], k: [f32; 3], o: f32| {

@@ -27,6 +27,27 @@ fn version_names_the_binary() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("edgecam "));
 }
 
+/// The benchmarks are a program of their own: the shipped `edgecam` has no `bench` command,
+/// and `edgecam-bench` answers with its two modes.
+#[test]
+fn benchmarks_are_not_in_the_shipped_binary() {
+    for old in ["bench", "bench-spool"] {
+        let out = Command::new(BIN).arg(old).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "edgecam {old}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_edgecam-bench"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--no-kafka") && help.contains("spool"),
+        "{help}"
+    );
+}
+
 #[test]
 fn check_config_prints_the_resolved_example() {
     let out = Command::new(BIN)

@@ -213,15 +213,13 @@ fn contents_binary_unit_sysusers_examples() {
 }
 
 /// The subcommands a user sees in `edgecam --help`.
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 7] = [
     "run",
     "bridge",
     "check-config",
     "consume",
     "process",
     "view",
-    "bench",
-    "bench-spool",
     "demo",
 ];
 

@@ -1,4 +1,4 @@
-//! `edgecam bench`: how fast edgecam turns real frames into budget-fitted records.
+//! `edgecam-bench`: how fast edgecam turns real frames into budget-fitted records.
 //!
 //! [`run`] measures, on real footage, and returns a plain-text table (it prints nothing):
 //!
@@ -345,7 +345,7 @@ fn collect(opts: &BenchOptions) -> Result<(Header, Vec<Row>), BenchError> {
 
     let mut header = Header { lines: Vec::new() };
     header.lines.push(format!(
-        "edgecam bench: {} repetition(s) per row; ms/frame and frames/s are medians, counts and sizes from the first repetition",
+        "edgecam-bench: {} repetition(s) per row; ms/frame and frames/s are medians, counts and sizes from the first repetition",
         iterations
     ));
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());

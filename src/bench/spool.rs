@@ -1,4 +1,4 @@
-//! `edgecam bench-spool`: the spool's figures on this machine's disk — append rate at 64 KB
+//! `edgecam-bench spool`: the spool's figures on this machine's disk — append rate at 64 KB
 //! and 400 KB records with group commit, recovery time of a 1 GB spool, bytes written per
 //! hour at 10 fps while the broker is healthy (`outage` mode), and the backlog drain rate
 //! after a 10-minute outage at 10 fps while live frames keep flowing.

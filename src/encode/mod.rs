@@ -146,7 +146,7 @@ pub struct Encoder {
     ladder_cache: Option<((u32, u32), LadderSpec, Vec<Rung>)>,
     limits: Limits,
     /// JPEG to JPEG through YCbCr planes ([`planar`]); `false` only to compare with the
-    /// RGB route (`edgecam bench` rows 2g', 2h').
+    /// RGB route (`edgecam-bench` rows 2g', 2h').
     pub(crate) planar: bool,
 }
 
