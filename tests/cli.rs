@@ -281,7 +281,12 @@ fn a_broker_outage_ends_with_one_delivers_again_line() {
     let cluster = MockCluster::new(1).unwrap();
     let topic = unique_topic("again");
     cluster.create_topic(&topic, 1, 1).unwrap();
-    cluster.broker_down(1).unwrap();
+    // The outage: every answer takes 4 s, so records time out (message_timeout_ms = 1000)
+    // until it ends. Not broker_down/broker_up: the mock broker closes its listener, and
+    // another test's connection may take the port before it listens again.
+    cluster
+        .broker_round_trip_time(1, Duration::from_secs(4))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         &dir,
@@ -302,7 +307,7 @@ fn a_broker_outage_ends_with_one_delivers_again_line() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    cluster.broker_up(1).unwrap();
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
