@@ -18,12 +18,16 @@ use edgecam::metrics::Metrics;
 use rdkafka::mocking::MockCluster;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() {
-    let cluster = MockCluster::new(1).unwrap();
-    let topic = unique_topic("view");
-    cluster.create_topic(&topic, 1, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+/// An agent of device `porch` publishing the fixture footage to `topic` at 10 fps, looped:
+/// its metrics, the token that stops it, its task.
+fn porch_agent(
+    bootstrap: &str,
+    topic: &str,
+) -> (
+    Arc<Metrics>,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<edgecam::pipeline::RunReport, edgecam::pipeline::RunError>>,
+) {
     let toml = format!(
         "[device]\nid = \"porch\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 10\n\
          loop = true\n[encode]\nmax_message_bytes = 40000\n\
@@ -31,29 +35,59 @@ async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() 
     );
     let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
     let metrics = Arc::new(Metrics::default());
-    let stop_agent = CancellationToken::new();
-    let agent = tokio::spawn(edgecam::pipeline::run(
-        cfg,
-        stop_agent.clone(),
-        metrics.clone(),
-    ));
-    let m = metrics.clone();
-    common::mosquitto::eventually("frames in Kafka", || m.delivered.load(Relaxed) >= 20).await;
+    let stop = CancellationToken::new();
+    let agent = tokio::spawn(edgecam::pipeline::run(cfg, stop.clone(), metrics.clone()));
+    (metrics, stop, agent)
+}
 
+/// `edgecam view` of `topic` (and `results`) on a free port, once it serves the page: the
+/// port, the token that stops it, its task.
+async fn serve_view(
+    bootstrap: &str,
+    topic: &str,
+    results: Option<&str>,
+) -> (
+    u16,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), edgecam::view::ViewError>>,
+) {
     let port = free_port();
-    let stop_view = CancellationToken::new();
+    let stop = CancellationToken::new();
     let view = tokio::spawn(edgecam::view::serve(
         edgecam::view::ViewOptions {
-            bootstrap_servers: bootstrap.clone(),
-            topic: topic.clone(),
+            bootstrap_servers: bootstrap.to_string(),
+            topic: topic.to_string(),
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             properties: Vec::new(),
             limits: edgecam::limits::Limits::default(),
-            results_topic: None,
+            results_topic: results.map(str::to_string),
         },
-        stop_view.clone(),
+        stop.clone(),
     ));
     wait_for_status(port, "/", 200, "the page").await;
+    (port, stop, view)
+}
+
+/// Where the screenshots are kept: `target/view-screenshots/`.
+fn screenshots() -> std::path::PathBuf {
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("view-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = unique_topic("view");
+    cluster.create_topic(&topic, 1, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let (metrics, stop_agent, agent) = porch_agent(&bootstrap, &topic);
+    let m = metrics.clone();
+    common::mosquitto::eventually("frames in Kafka", || m.delivered.load(Relaxed) >= 20).await;
+
+    let (port, stop_view, view) = serve_view(&bootstrap, &topic, None).await;
     // The tail reader found the device.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -68,10 +102,7 @@ async fn the_page_plays_real_footage_and_a_reopened_page_resumes_where_it_was() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("..")
-        .join("view-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = screenshots();
     let base = format!("http://127.0.0.1:{port}/");
     let (last_seq, resume) = tokio::task::spawn_blocking({
         let (base, shots) = (base.clone(), shots.clone());
@@ -165,19 +196,7 @@ async fn the_page_draws_the_result_of_the_frame_shown() {
     cluster.create_topic(&topic, 1, 1).unwrap();
     cluster.create_topic(&results, 1, 1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let toml = format!(
-        "[device]\nid = \"porch\"\n[source]\nkind = \"mjpeg\"\npath = \"{FIXTURE}\"\nfps = 10\n\
-         loop = true\n[encode]\nmax_message_bytes = 40000\n\
-         [kafka]\nbootstrap_servers = \"{bootstrap}\"\ntopic = \"{topic}\"\n"
-    );
-    let cfg = edgecam::config::load_str(&toml, common::state_env()).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let stop_agent = CancellationToken::new();
-    let agent = tokio::spawn(edgecam::pipeline::run(
-        cfg,
-        stop_agent.clone(),
-        metrics.clone(),
-    ));
+    let (metrics, stop_agent, agent) = porch_agent(&bootstrap, &topic);
 
     // The stand-in processor: every frame's result, keyed and headed as edgecam process does.
     let stop_processor = CancellationToken::new();
@@ -199,9 +218,11 @@ async fn the_page_draws_the_result_of_the_frame_shown() {
             let mut answered = 0u64;
             loop {
                 let m = tokio::select! {
-                    m = consumer.recv() => m.unwrap(),
+                    m = consumer.recv() => m,
                     _ = stop.cancelled() => return answered,
                 };
+                // librdkafka reports transient broker errors here too; the consumer goes on.
+                let Ok(m) = m else { continue };
                 let header = |name: &str| {
                     m.headers()
                         .and_then(|h| h.iter().find(|h| h.key == name))
@@ -237,24 +258,8 @@ async fn the_page_draws_the_result_of_the_frame_shown() {
     let m = metrics.clone();
     common::mosquitto::eventually("frames in Kafka", || m.delivered.load(Relaxed) >= 10).await;
 
-    let port = free_port();
-    let stop_view = CancellationToken::new();
-    let view = tokio::spawn(edgecam::view::serve(
-        edgecam::view::ViewOptions {
-            bootstrap_servers: bootstrap.clone(),
-            topic: topic.clone(),
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            properties: Vec::new(),
-            limits: edgecam::limits::Limits::default(),
-            results_topic: Some(results.clone()),
-        },
-        stop_view.clone(),
-    ));
-    wait_for_status(port, "/", 200, "the page").await;
-    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("..")
-        .join("view-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let (port, stop_view, view) = serve_view(&bootstrap, &topic, Some(&results)).await;
+    let shots = screenshots();
     let base = format!("http://127.0.0.1:{port}/");
     let (seq, drawn) = tokio::task::spawn_blocking(move || {
         let mut b = Browser::open(&base);
