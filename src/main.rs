@@ -81,6 +81,18 @@ struct ConsumeFrom {
     pubsub_subscription: Option<String>,
 }
 
+impl ConsumeFrom {
+    /// Its Kafka arguments, for [`kafka_source`].
+    fn kafka(self) -> KafkaArgs {
+        KafkaArgs {
+            bootstrap_servers: self.bootstrap_servers,
+            topic: self.topic,
+            config: self.config,
+            property: self.property,
+        }
+    }
+}
+
 /// The logging flags, taken out of [`Cli`] before its command is consumed.
 struct LogArgs {
     format: Option<LogFormatArg>,
@@ -496,7 +508,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Consume {
-            from,
+            mut from,
             group_id,
             output_dir,
             auto_offset_reset,
@@ -524,7 +536,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                     ..opts
                 };
-            if let Some(subscription) = from.pubsub_subscription {
+            if let Some(subscription) = from.pubsub_subscription.take() {
                 let source = match pubsub_source("consume", subscription, from.config.as_deref()) {
                     Ok(s) => s,
                     Err(code) => return Ok(code),
@@ -538,13 +550,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("{} into {}", r.summary(), opts.output_dir.display());
                 return Ok(ExitCode::SUCCESS);
             }
-            let kafka = KafkaArgs {
-                bootstrap_servers: from.bootstrap_servers,
-                topic: from.topic,
-                config: from.config,
-                property: from.property,
-            };
-            let (bootstrap_servers, topic, properties) = match kafka_source(kafka) {
+            let (bootstrap_servers, topic, properties) = match kafka_source(from.kafka()) {
                 Ok(k) => k,
                 Err(code) => return Ok(code),
             };
@@ -576,7 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Process {
-            from,
+            mut from,
             group_id,
             results_topic,
             dead_letter_topic,
@@ -587,7 +593,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             command,
         } => {
-            let pubsub = match from.pubsub_subscription {
+            let pubsub = match from.pubsub_subscription.take() {
                 Some(subscription) => {
                     match pubsub_source("process", subscription, from.config.as_deref()) {
                         Ok(s) => Some(s),
@@ -603,13 +609,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (String::new(), String::new(), Vec::new(), id.to_string())
                 }
                 None => {
-                    let kafka = KafkaArgs {
-                        bootstrap_servers: from.bootstrap_servers,
-                        topic: from.topic,
-                        config: from.config,
-                        property: from.property,
-                    };
-                    let (b, t, p) = match kafka_source(kafka) {
+                    let (b, t, p) = match kafka_source(from.kafka()) {
                         Ok(k) => k,
                         Err(code) => return Ok(code),
                     };

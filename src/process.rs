@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, Mutex};
@@ -229,7 +229,7 @@ struct Job {
 }
 
 impl Job {
-    fn kafka(msg: &OwnedMessage) -> Job {
+    fn kafka(msg: &impl Message) -> Job {
         Job {
             value: msg.payload().unwrap_or_default().to_vec(),
             key: msg.key().unwrap_or_default().to_vec(),
@@ -869,11 +869,12 @@ async fn from_kafka(mut x: Intake<'_>, consumer: &StreamConsumer) -> Result<(), 
             }
             m = consumer.recv() => match m {
                 Ok(m) => {
-                    let m = m.detach();
                     ledger.taken(m.partition(), m.offset());
+                    let job = Job::kafka(&m);
+                    drop(m);
                     taken += 1;
                     last_activity = tokio::time::Instant::now();
-                    if x.jobs.send(Job::kafka(&m)).await.is_err() {
+                    if x.jobs.send(job).await.is_err() {
                         break;
                     }
                 }

@@ -543,19 +543,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn fixture_frames() -> Vec<JpegImage> {
-        let data = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/vtest-10.mjpeg"
-        ))
-        .unwrap();
-        let mut sp = crate::source::mjpeg::MjpegSplitter::new();
-        sp.push(&data);
-        let mut out = Vec::new();
-        while let Some(f) = sp.next_frame() {
-            out.push(JpegImage::parse(f.unwrap()).unwrap());
-        }
-        assert_eq!(out.len(), 10);
-        out
+        crate::source::mjpeg::tests::fixture_frames()
+            .into_iter()
+            .map(|f| JpegImage::parse(Bytes::from_static(f)).unwrap())
+            .collect()
     }
 
     fn cfg(codec: Codec, budget: u32) -> EncodeConfig {

@@ -136,15 +136,9 @@ mod tests {
 
     #[test]
     fn planar_pixels_are_no_worse_on_the_footage() {
-        let data = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/vtest-10.mjpeg"
-        ))
-        .unwrap();
-        let mut sp = crate::source::mjpeg::MjpegSplitter::new();
-        sp.push(&data);
-        let frames: Vec<Vec<u8>> = std::iter::from_fn(|| sp.next_frame())
-            .map(|f| f.unwrap().to_vec())
+        let frames: Vec<Vec<u8>> = crate::source::mjpeg::tests::fixture_frames()
+            .into_iter()
+            .map(<[u8]>::to_vec)
             .step_by(3)
             .collect();
         planar_is_no_worse(&frames, &[85, 40], true);
@@ -176,19 +170,13 @@ mod tests {
     /// at full size and at 3/4 and odd halves, q85 and q40, may not be worse by over 0.001.
     #[test]
     fn a_yuyv_frame_encodes_from_its_planes_no_worse_than_through_rgb() {
-        let data = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/vtest-10.mjpeg"
-        ))
-        .unwrap();
-        let mut sp = crate::source::mjpeg::MjpegSplitter::new();
-        sp.push(&data);
         let mut jpeg = Jpeg::new().unwrap();
         let (mut rgb_sum, mut planar_sum, mut n) = (0.0, 0.0, 0.0);
-        for frame in std::iter::from_fn(|| sp.next_frame()).step_by(4) {
-            let rgb = jpeg
-                .decode(&frame.unwrap(), PixelFormat::Rgb8, 768, 576)
-                .unwrap();
+        for frame in crate::source::mjpeg::tests::fixture_frames()
+            .into_iter()
+            .step_by(4)
+        {
+            let rgb = jpeg.decode(frame, PixelFormat::Rgb8, 768, 576).unwrap();
             let yuyv = crate::testdata::yuyv_from_rgb(&rgb);
             let planes = Planes::from_yuyv(&yuyv, 768, 576, 768 * 2).unwrap();
             let reference = planes.luma();
